@@ -1,0 +1,42 @@
+# nodeos developer entry points. `make demo` and `make test` install everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck imports unit e2e binaries venv clean-venv
+
+demo: $(STAMP) binaries ## the live demo: sandbox + simulated fleet, shown as it happens
+	$(BIN)/nodeos demo
+
+test: $(STAMP) binaries lint ## every test tier (static, unit, contract, component, e2e)
+	$(BIN)/pytest -p no:cacheprovider
+
+lint: $(STAMP) ## ruff, mypy --strict, import contracts
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider tests/unit tests/contract tests/component
+
+e2e: $(STAMP) binaries
+	$(BIN)/pytest -p no:cacheprovider tests/e2e
+
+binaries: $(STAMP) ## build the sandbox's Go binaries when missing (cached outside the repo)
+	$(BIN)/nodeos sandbox build
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "nodeos needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,113 @@
+"""The ``nodeos`` command line: parses arguments and hands off to the part that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nodeos import __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command named by ``argv`` and returns its exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    code: int = args.run(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nodeos", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"nodeos {__version__}")
+    commands = parser.add_subparsers(title="commands")
+
+    sandbox = commands.add_parser("sandbox", help="a local Kubernetes control plane on loopback")
+    sandbox_commands = sandbox.add_subparsers(title="sandbox commands")
+    build = sandbox_commands.add_parser("build", help="build the Go binaries that are missing")
+    build.set_defaults(run=_sandbox_build)
+    for name, func, text in (
+        ("up", _sandbox_up, "start a sandbox in the background and print its kubeconfig"),
+        ("down", _sandbox_down, "stop the sandbox and delete its files"),
+        ("status", _sandbox_status, "say whether the sandbox runs and where"),
+    ):
+        command = sandbox_commands.add_parser(name, help=text)
+        command.add_argument("--dir", type=Path, default=None, help="sandbox working directory")
+        command.set_defaults(run=func)
+
+    demo = commands.add_parser("demo", help="sandbox + fake fleet + workload, shown live")
+    demo.add_argument("--keep", action="store_true", help="leave the sandbox running at the end")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _default_dir(explicit: Path | None) -> Path:
+    from nodeos.sandbox import toolchain
+
+    return explicit or toolchain.cache_root() / "sandbox"
+
+
+def _sandbox_build(_: argparse.Namespace) -> int:
+    from nodeos.sandbox import toolchain
+
+    paths = toolchain.ensure_built()
+    link_dir = toolchain.link_binaries(paths)
+    print(f"binaries ready in {link_dir} (add it to PATH for kubectl and helm)")
+    return 0
+
+
+def _sandbox_up(args: argparse.Namespace) -> int:
+    from nodeos.sandbox import cluster, toolchain
+
+    workdir = _default_dir(args.dir)
+    existing = cluster.load_state(workdir)
+    if existing is not None:
+        print(f"a sandbox already runs in {workdir}; KUBECONFIG={existing.kubeconfig}")
+        return 0
+    paths = toolchain.ensure_built()
+    toolchain.link_binaries(paths)
+    sandbox = cluster.Sandbox(workdir, paths, die_with_parent=False)
+    try:
+        state = sandbox.start()
+    except cluster.SandboxError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"sandbox ready in {state.ready_after_s:.1f}s at {state.server}")
+    print(f"export KUBECONFIG={state.kubeconfig}")
+    print(f"export PATH={toolchain.cache_root() / 'bin'}{os.pathsep}$PATH")
+    return 0
+
+
+def _sandbox_down(args: argparse.Namespace) -> int:
+    from nodeos.sandbox import cluster
+
+    workdir = _default_dir(args.dir)
+    stopped = cluster.stop_detached(workdir)
+    cluster.remove_workdir(workdir)
+    print("sandbox stopped" if stopped else f"no sandbox was running in {workdir}")
+    return 0
+
+
+def _sandbox_status(args: argparse.Namespace) -> int:
+    from nodeos.sandbox import cluster, processes
+
+    workdir = _default_dir(args.dir)
+    state = cluster.load_state(workdir)
+    if state is None:
+        print(f"no sandbox in {workdir}")
+        return 1
+    for name, pid in state.pids.items():
+        print(f"{name:<24} pid {pid:<8} {'running' if processes.pid_alive(pid) else 'STOPPED'}")
+    print(f"server     {state.server}\nkubeconfig {state.kubeconfig}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from nodeos import demo
+
+    return demo.run(keep=args.keep)

@@ -1,0 +1,48 @@
+"""Shared fixtures. Nothing here is faked: ``sandbox`` is a real control plane on loopback.
+
+The sandbox is built (when missing) and started once per test session; its start-up time is
+printed in the terminal summary. Tests that use it carry the ``sandbox`` marker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from nodeos.sandbox import cluster, toolchain
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def sandbox_binaries() -> dict[str, Path]:
+    paths = toolchain.ensure_built()
+    toolchain.link_binaries(paths)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def sandbox(
+    sandbox_binaries: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[cluster.Sandbox]:
+    workdir = tmp_path_factory.mktemp("sandbox")
+    running = cluster.Sandbox(workdir, sandbox_binaries)
+    running.start()
+    _FIGURES.append(f"sandbox (warm binaries) ready in {running.ready_after_s:.1f}s")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(sandbox: cluster.Sandbox) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(sandbox.kubeconfig))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _FIGURES:
+        terminalreporter.write_line(f"[figures] {line}")
