@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit e2e binaries venv clean-venv
+.PHONY: demo test lint unit e2e binaries generate venv clean-venv
 
 demo: $(STAMP) binaries ## the live demo: sandbox + simulated fleet, shown as it happens
 	$(BIN)/nodeos demo
@@ -18,12 +18,16 @@ lint: $(STAMP) ## ruff, mypy --strict, import contracts
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m nodeos.codegen --check
 
 unit: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider tests/unit tests/contract tests/component
 
 e2e: $(STAMP) binaries
 	$(BIN)/pytest -p no:cacheprovider tests/e2e
+
+generate: $(STAMP) ## regenerate CRDs (crds/ and the chart copy) and docs/reference.md
+	$(BIN)/python -m nodeos.codegen
 
 binaries: $(STAMP) ## build the sandbox's Go binaries when missing (cached outside the repo)
 	$(BIN)/nodeos sandbox build

@@ -18,6 +18,12 @@ _FIGURES: list[str] = []
 
 
 @pytest.fixture(scope="session")
+def figures() -> list[str]:
+    """Measured figures to print in the terminal summary (not asserted as timings)."""
+    return _FIGURES
+
+
+@pytest.fixture(scope="session")
 def sandbox_binaries() -> dict[str, Path]:
     paths = toolchain.ensure_built()
     toolchain.link_binaries(paths)

@@ -1,0 +1,198 @@
+"""Building blocks shared by both custom resources: selectors, conditions, durations, windows.
+
+Everything here is plain pydantic with camelCase aliases. Constraints that Kubernetes can check
+at admission are written so they land in the generated OpenAPI schema (patterns, bounds, enums)
+or as CEL rules (``x-kubernetes-validations``) attached with ``cel``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+JsonDict = dict[str, JsonValue]
+
+API_GROUP = "nodeos.dev"
+API_VERSION = "v1alpha1"
+
+GO_DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Duration = Annotated[
+    str,
+    Field(
+        pattern=GO_DURATION_PATTERN,
+        max_length=32,
+        description="A duration such as 90s, 10m or 1h30m (units ms, s, m, h; never negative).",
+    ),
+]
+
+IntOrPercent = Annotated[
+    int | str,
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+        }
+    ),
+]
+
+TIME_ZONE_PATTERN = r"^(UTC|Local|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2})$"
+CRON_FIELD = r"[0-9A-Za-z*/,?-]+"
+CRON_PATTERN = (
+    rf"^(@(yearly|annually|monthly|weekly|daily|hourly)|{CRON_FIELD}( {CRON_FIELD}){{4}})$"
+)
+CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+def parse_duration(text: str) -> datetime.timedelta:
+    """Parses a Go-style duration (``1h30m``, ``90s``, ``250ms``) into a timedelta."""
+    if not re.fullmatch(GO_DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration such as 90s, 10m or 1h30m")
+    seconds = sum(
+        float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text)
+    )
+    return datetime.timedelta(seconds=seconds)
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One CEL validation rule as Kubernetes expects it in ``x-kubernetes-validations``."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class ApiModel(BaseModel):
+    """Base for every API object part: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    def to_api(self) -> dict[str, Any]:
+        """The object as the Kubernetes API stores it (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json")
+
+
+class LabelSelectorRequirement(ApiModel):
+    """One match expression of a label selector."""
+
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=64)
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector (matchLabels and/or matchExpressions)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.matchExpressions) || self.matchExpressions.all(e, "
+                    "(e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",
+                    "matchExpressions: In and NotIn need values; Exists and DoesNotExist take none",
+                ),
+            ]
+        }
+    )
+
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None, max_length=64
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=32)
+
+
+NON_EMPTY_SELECTOR_RULE = cel(
+    "(has(self.matchLabels) && size(self.matchLabels) > 0) || "
+    "(has(self.matchExpressions) && size(self.matchExpressions) > 0)",
+    "nodeSelector must not be empty: an empty selector would select every node. "
+    "To target all nodes on purpose, use matchExpressions "
+    "[{key: kubernetes.io/os, operator: In, values: [linux]}]",
+)
+
+
+class Condition(ApiModel):
+    """A standard Kubernetes condition."""
+
+    type: str = Field(max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: datetime.datetime
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class MaintenanceWindow(ApiModel):
+    """When new nodes may start. Nodes already in flight finish outside a window.
+
+    Either ``schedule`` + ``duration`` (cron form) or ``days`` + ``start`` + ``end`` (weekly
+    form), each in ``timeZone``.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.schedule) != has(self.days)",
+                    "a maintenance window is either schedule + duration or days + start + end, "
+                    "not both and not neither",
+                ),
+                cel(
+                    "!has(self.schedule) || has(self.duration)",
+                    "duration is required with schedule",
+                    ".duration",
+                ),
+                cel(
+                    "!has(self.days) || (has(self.start) && has(self.end))",
+                    "start and end are required with days",
+                    ".days",
+                ),
+                cel(
+                    "!has(self.start) || !has(self.end) || self.start != self.end",
+                    "start and end must differ (a window of zero length never opens)",
+                    ".end",
+                ),
+            ]
+        }
+    )
+
+    schedule: str | None = Field(
+        default=None,
+        pattern=CRON_PATTERN,
+        max_length=128,
+        description="Five-field cron expression (minute hour day-of-month month day-of-week) "
+        "at which the window opens, e.g. '0 2 * * 6'.",
+    )
+    duration: Duration | None = Field(default=None, description="How long a cron window lasts.")
+    days: list[Weekday] | None = Field(
+        default=None, min_length=1, max_length=7, description="Days of the week the window opens."
+    )
+    start: str | None = Field(default=None, pattern=CLOCK_PATTERN, description="HH:MM, 24 h.")
+    end: str | None = Field(
+        default=None,
+        pattern=CLOCK_PATTERN,
+        description="HH:MM, 24 h; earlier than start means the window ends the next day.",
+    )
+    time_zone: str = Field(
+        default="UTC",
+        pattern=TIME_ZONE_PATTERN,
+        max_length=64,
+        description="IANA time zone name, e.g. Europe/Berlin.",
+    )
+
+
+class SecretKeyReference(ApiModel):
+    """A key of a Secret in a namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str = Field(min_length=1, max_length=63)
+    key: str = Field(default="config", min_length=1, max_length=253)
