@@ -100,7 +100,8 @@ class CertificateAuthority:
         key = ec.generate_private_key(ec.SECP256R1())
         attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
         attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-        start = not_before or (_now() - _CLOCK_SKEW)
+        now = _now()
+        start = not_before or (now - _CLOCK_SKEW)
         usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
         if client:
             usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
@@ -111,7 +112,7 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
-            .not_valid_after(start + validity)
+            .not_valid_after((not_before or now) + validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(

@@ -1,0 +1,1 @@
+"""The OS API adapter: a grpc.aio client for the Talos machine API, with mTLS credentials."""

@@ -1,0 +1,1 @@
+"""Talos-compatible OS API protocol definitions (our own .proto files) and their generated stubs."""

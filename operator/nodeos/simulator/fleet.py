@@ -1,0 +1,102 @@
+"""The simulated fleet: nodes by name and address, etcd leadership, and the journal of calls.
+
+Shared by every gRPC servicer. Time comes from an injected clock; ``advance`` moves every node
+along and hands power changes to the listeners (e.g. the Kubernetes Node driver).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nodeos.simulator.node import Power, SimulatedNode, Transition
+
+Clock = Callable[[], float]
+Listener = Callable[[Transition], None]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call the simulator served (or refused)."""
+
+    at: float
+    node: str
+    method: str
+    code: str
+
+
+class Fleet:
+    """Every simulated node, plus what they share."""
+
+    def __init__(self, nodes: list[SimulatedNode], clock: Clock = time.monotonic) -> None:
+        self.nodes = {node.name: node for node in nodes}
+        self._by_address = {node.address: node for node in nodes}
+        self.clock = clock
+        self.calls: list[Call] = []
+        self.listeners: list[Listener] = []
+        self.journal: Path | None = None
+        control_planes = [node for node in nodes if node.control_plane]
+        self.etcd_leader: str | None = control_planes[0].name if control_planes else None
+
+    def find(self, key: str) -> SimulatedNode | None:
+        """A node by name or by address."""
+        return self.nodes.get(key) or self._by_address.get(key)
+
+    def control_planes(self) -> list[SimulatedNode]:
+        """The control-plane nodes, in name order."""
+        return sorted((n for n in self.nodes.values() if n.control_plane), key=lambda n: n.name)
+
+    def advance(self) -> list[Transition]:
+        """Moves every node to now; elects a new etcd leader if the leader went down."""
+        now = self.clock()
+        transitions = [t for node in self.nodes.values() if (t := node.advance(now)) is not None]
+        if self.etcd_leader is not None and self.nodes[self.etcd_leader].power in (
+            Power.REBOOTING,
+            Power.DOWN,
+        ):
+            self.etcd_leader = self._next_leader(exclude=self.etcd_leader)
+        if self.etcd_leader is None:
+            self.etcd_leader = self._next_leader(exclude=None)
+        for transition in transitions:
+            for listener in self.listeners:
+                listener(transition)
+        return transitions
+
+    def forfeit_leadership(self, name: str) -> str:
+        """Moves etcd leadership off ``name`` if it leads; returns the former leader's name."""
+        former = self.etcd_leader or ""
+        if self.etcd_leader == name:
+            self.etcd_leader = self._next_leader(exclude=name)
+        return former
+
+    def record(self, node: str, method: str, code: str) -> None:
+        """Adds a call to the journal (memory, and the journal file when set)."""
+        call = Call(at=time.time(), node=node, method=method, code=code)
+        self.calls.append(call)
+        if self.journal is not None:
+            with self.journal.open("a") as out:
+                out.write(json.dumps(asdict(call)) + "\n")
+
+    def count(self, method: str, node: str | None = None, code: str = "OK") -> int:
+        """How many calls of ``method`` (to ``node``) ended with ``code``."""
+        return sum(
+            1
+            for call in self.calls
+            if call.method == method and call.code == code and (node is None or call.node == node)
+        )
+
+    def _next_leader(self, exclude: str | None) -> str | None:
+        for node in self.control_planes():
+            if node.name != exclude and node.power is Power.RUNNING:
+                return node.name
+        return None
+
+
+def read_journal(path: Path) -> list[Call]:
+    """The calls recorded in a journal file (by a simulator in another process)."""
+    if not path.exists():
+        return []
+    return [Call(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,457 @@
+"""TalosClient against the in-process simulator: real gRPC, real mTLS, nothing mocked between."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nodeos.adapters.osapi.client import TalosClient
+from nodeos.adapters.osapi.talosconfig import FileSource, SecretSource, TalosConfigError
+from nodeos.ports.osapi import (
+    CONFIG_PATH,
+    ErrorKind,
+    InstallFailedError,
+    NodeTarget,
+    OsApiError,
+)
+from nodeos.simulator.fleet import Fleet
+from nodeos.simulator.node import Faults, Power
+from nodeos.simulator.server import NodeSpec, Simulator, build_fleet
+
+OLD, NEW = "v1.12.4", "v1.13.9"
+IMAGE = f"ghcr.io/siderolabs/installer:{NEW}"
+REBOOT_S = 0.4
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Simulator]:
+    specs = [
+        NodeSpec("cp-1", control_plane=True),
+        NodeSpec("cp-2", control_plane=True),
+        NodeSpec("cp-3", control_plane=True, faults=Faults(etcd_unhealthy=True)),
+        NodeSpec("w-ok"),
+        NodeSpec("w-install-fails", faults=Faults(install_exit_code=3)),
+        NodeSpec("w-never-returns", faults=Faults(never_returns=True)),
+        NodeSpec("w-fallback", faults=Faults(boot_fallback=True)),
+        NodeSpec("w-legacy", faults=Faults(lifecycle_unimplemented=True)),
+        NodeSpec("w-flaky", faults=Faults(unavailable_calls=2)),
+        NodeSpec("w-slow", faults=Faults(reboot_seconds=1.5)),
+        NodeSpec("w-rejects", faults=Faults(reject_config="machine.network: bad interface")),
+    ]
+    sim = Simulator(build_fleet(specs, OLD, REBOOT_S), per_node_addresses=True)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+def talosconfig(simulator: Simulator, tmp_path: Path) -> Path:
+    return simulator.write_talosconfig(tmp_path / "talosconfig")
+
+
+@pytest.fixture
+async def client(talosconfig: Path) -> AsyncIterator[TalosClient]:
+    api = TalosClient(FileSource(talosconfig), timeout_s=3)
+    yield api
+    await api.close()
+
+
+def routed(sim: Simulator, name: str) -> NodeTarget:
+    return NodeTarget(name=name, endpoint=sim.endpoint, route=name)
+
+
+async def wait_for(check: Callable[[], object], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def wait_until_back(client: TalosClient, node: NodeTarget, old_boot: str) -> str:
+    """Polls like the engine will: transient errors are expected while the node reboots."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            boot = await client.boot_id(node)
+        except OsApiError as error:
+            assert error.transient, error
+            await asyncio.sleep(0.05)
+            continue
+        if boot != old_boot:
+            return boot
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{node.name} did not come back")
+
+
+async def test_read_only_calls(simulator: Simulator, client: TalosClient) -> None:
+    node = routed(simulator, "w-ok")
+    assert (await client.version(node)).tag == OLD
+    assert await client.hostname(node) == "w-ok"
+    services = {s.id: s for s in await client.services(node)}
+    assert services["kubelet"].healthy and "etcd" not in services
+    boot = await client.boot_id(node)
+    assert len(boot) == 36 and boot == simulator.fleet.nodes["w-ok"].boot_id
+    assert b"type: worker" in await client.read_file(node, CONFIG_PATH)
+
+
+async def test_per_node_address_serves_that_node_without_routing(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    address = simulator.fleet.nodes["w-ok"].address
+    direct = NodeTarget(name="w-ok", endpoint=f"{address}:{simulator.port}")
+    assert await client.hostname(direct) == "w-ok"
+
+
+async def test_lifecycle_upgrade_then_reboot_brings_the_new_version_and_boot_id(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    node = routed(simulator, "w-ok")
+    before = await client.boot_id(node)
+    outcome = await client.install(node, IMAGE)
+    assert outcome.api == "Lifecycle" and not outcome.reboots_itself
+    assert (await client.version(node)).tag == OLD, "installed, not yet booted"
+    await client.reboot(node)
+    after = await wait_until_back(client, node, before)
+    assert after != before
+    assert (await client.version(node)).tag == NEW
+    fleet = simulator.fleet
+    assert fleet.count("machine.ImageService/Pull", "w-ok") == 1
+    assert fleet.count("machine.LifecycleService/Upgrade", "w-ok") == 1
+    assert fleet.count("machine.MachineService/Upgrade", "w-ok") == 0
+    assert fleet.count("machine.MachineService/Reboot", "w-ok") == 1
+    assert fleet.count("machine.MachineService/Read", "w-ok", code="UNAVAILABLE") >= 1
+
+
+async def test_falls_back_to_legacy_upgrade_when_lifecycle_is_unimplemented(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    node = routed(simulator, "w-legacy")
+    before = await client.boot_id(node)
+    outcome = await client.install(node, IMAGE)
+    assert outcome.api == "Legacy" and outcome.reboots_itself
+    assert outcome.messages == ("Upgrade request received",)
+    await wait_until_back(client, node, before)
+    assert (await client.version(node)).tag == NEW
+    assert simulator.fleet.count("machine.MachineService/Upgrade", "w-legacy") == 1
+    assert simulator.fleet.count("machine.MachineService/Reboot", "w-legacy") == 0
+
+
+async def test_lifecycle_only_does_not_fall_back(simulator: Simulator, client: TalosClient) -> None:
+    with pytest.raises(OsApiError) as failed:
+        await client.install(routed(simulator, "w-legacy"), IMAGE, api="Lifecycle")
+    assert failed.value.code == "UNIMPLEMENTED" and not failed.value.transient
+
+
+async def test_legacy_api_can_be_forced(simulator: Simulator, client: TalosClient) -> None:
+    outcome = await client.install(routed(simulator, "w-ok"), IMAGE, api="Legacy")
+    assert outcome.api == "Legacy"
+    assert simulator.fleet.count("machine.LifecycleService/Upgrade", "w-ok") == 0
+
+
+async def test_installer_exit_code_is_a_permanent_failure(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    with pytest.raises(InstallFailedError) as failed:
+        await client.install(routed(simulator, "w-install-fails"), IMAGE)
+    error = failed.value
+    assert error.exit_code == 3 and error.kind is ErrorKind.PERMANENT
+    assert "w-install-fails" in str(error) and "disk write error" in str(error)
+    assert simulator.fleet.nodes["w-install-fails"].power is Power.RUNNING
+
+
+async def test_legacy_install_failure_is_reported(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    with pytest.raises(OsApiError) as failed:
+        await client.install(routed(simulator, "w-install-fails"), IMAGE, api="Legacy")
+    assert failed.value.code == "FAILED_PRECONDITION"
+    assert "exited with code 3" in str(failed.value)
+
+
+async def test_bad_image_is_invalid_argument(simulator: Simulator, client: TalosClient) -> None:
+    with pytest.raises(OsApiError) as failed:
+        await client.install(routed(simulator, "w-ok"), "ghcr.io/siderolabs/installer:latest")
+    assert failed.value.code == "INVALID_ARGUMENT" and not failed.value.transient
+
+
+async def test_node_that_never_returns_stays_transiently_unavailable(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    node = routed(simulator, "w-never-returns")
+    await client.install(node, IMAGE)
+    await client.reboot(node)
+    await wait_for(lambda: simulator.fleet.nodes["w-never-returns"].power is Power.DOWN)
+    await asyncio.sleep(REBOOT_S * 2)
+    with pytest.raises(OsApiError) as failed:
+        await client.version(node)
+    assert failed.value.kind is ErrorKind.TRANSIENT and failed.value.code == "UNAVAILABLE"
+    assert "w-never-returns" in str(failed.value)
+
+
+async def test_boot_fallback_comes_back_on_the_old_version_with_a_new_boot_id(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    node = routed(simulator, "w-fallback")
+    before = await client.boot_id(node)
+    await client.install(node, IMAGE)
+    await client.reboot(node)
+    assert await wait_until_back(client, node, before) != before
+    assert (await client.version(node)).tag == OLD
+
+
+async def test_slow_reboot_takes_longer(simulator: Simulator, client: TalosClient) -> None:
+    node = routed(simulator, "w-slow")
+    before = await client.boot_id(node)
+    await client.reboot(node)
+    started = time.monotonic()
+    await wait_until_back(client, node, before)
+    assert time.monotonic() - started >= 1.4
+
+
+async def test_unavailable_burst_is_transient_then_clears(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    node = routed(simulator, "w-flaky")
+    for _ in range(2):
+        with pytest.raises(OsApiError) as failed:
+            await client.version(node)
+        assert failed.value.transient
+    assert (await client.version(node)).tag == OLD
+
+
+async def test_rollback_returns_to_the_previous_version(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    node = routed(simulator, "w-ok")
+    before = await client.boot_id(node)
+    await client.install(node, IMAGE)
+    await client.reboot(node)
+    middle = await wait_until_back(client, node, before)
+    assert (await client.version(node)).tag == NEW
+    await client.rollback(node)
+    await wait_until_back(client, node, middle)
+    assert (await client.version(node)).tag == OLD
+
+
+async def test_rollback_without_a_previous_os_fails_permanently(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    with pytest.raises(OsApiError) as failed:
+        await client.rollback(routed(simulator, "w-ok"))
+    assert failed.value.code == "FAILED_PRECONDITION"
+
+
+async def test_apply_configuration_modes(simulator: Simulator, client: TalosClient) -> None:
+    node = routed(simulator, "w-ok")
+    live = b"machine:\n  type: worker\n  sysctls:\n    net.core.somaxconn: '65535'\n"
+    dry = await client.apply_configuration(node, live, "NoReboot", dry_run=True)
+    assert dry.details.startswith("Dry run")
+    assert b"somaxconn" not in await client.read_file(node, CONFIG_PATH)
+    applied = await client.apply_configuration(node, live, "NoReboot")
+    assert applied.mode == "NoReboot" and "without a reboot" in applied.details
+    assert b"somaxconn" in await client.read_file(node, CONFIG_PATH)
+
+    needs_reboot = live + b"  install:\n    image: ghcr.io/siderolabs/installer:v1.13.9\n"
+    with pytest.raises(OsApiError) as refused:
+        await client.apply_configuration(node, needs_reboot, "NoReboot")
+    assert refused.value.code == "FAILED_PRECONDITION" and "requires a reboot" in str(refused.value)
+
+    staged = await client.apply_configuration(node, needs_reboot, "Staged")
+    assert "next reboot" in staged.details
+    tried = await client.apply_configuration(
+        node, live + b"  time: {}\n", "Try", try_timeout=datetime.timedelta(seconds=30)
+    )
+    assert tried.mode == "Try"
+
+
+async def test_rejected_configuration_carries_the_nodes_message(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    with pytest.raises(OsApiError) as rejected:
+        await client.apply_configuration(routed(simulator, "w-rejects"), b"machine: {}\n", "Auto")
+    assert rejected.value.code == "INVALID_ARGUMENT"
+    assert "machine.network: bad interface" in str(rejected.value)
+
+
+async def test_etcd_calls(simulator: Simulator, client: TalosClient) -> None:
+    cp1 = routed(simulator, "cp-1")
+    members = await client.etcd_members(cp1)
+    assert sorted(m.hostname for m in members) == ["cp-1", "cp-2", "cp-3"]
+    status = await client.etcd_status(cp1)
+    assert status.healthy and status.leader == status.member_id
+    assert not (await client.etcd_status(routed(simulator, "cp-3"))).healthy
+    former = await client.etcd_forfeit_leadership(cp1)
+    assert former == "cp-1"
+    assert (await client.etcd_status(cp1)).leader != status.member_id
+    with pytest.raises(OsApiError, match="not a control-plane node"):
+        await client.etcd_status(routed(simulator, "w-ok"))
+
+
+async def test_a_reader_certificate_cannot_upgrade(simulator: Simulator, tmp_path: Path) -> None:
+    path = simulator.write_talosconfig(tmp_path / "reader", roles=("os:reader",))
+    reader = TalosClient(FileSource(path), timeout_s=3)
+    try:
+        node = routed(simulator, "w-ok")
+        assert (await reader.version(node)).tag == OLD
+        for call in (
+            reader.install(node, IMAGE),
+            reader.install(node, IMAGE, api="Legacy"),
+            reader.reboot(node),
+            reader.boot_id(node),
+        ):
+            with pytest.raises(OsApiError) as denied:
+                await call
+            assert denied.value.code == "PERMISSION_DENIED" and not denied.value.transient
+            assert "os:admin" in str(denied.value)
+    finally:
+        await reader.close()
+    assert simulator.fleet.count("machine.MachineService/Upgrade", "w-ok") == 0
+
+
+async def test_expired_certificate_is_replaced_by_the_rotated_one_mid_run(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    path = simulator.write_talosconfig(tmp_path / "tc", validity=datetime.timedelta(seconds=2))
+    api = TalosClient(FileSource(path), timeout_s=3)
+    try:
+        node = routed(simulator, "w-ok")
+        assert (await api.version(node)).tag == OLD
+        await asyncio.sleep(2.2)
+        with pytest.raises(OsApiError) as expired:
+            await api.version(node)
+        assert expired.value.kind is ErrorKind.CREDENTIALS
+        simulator.write_talosconfig(path)  # what Talos does when it renews the Secret
+        assert (await api.version(node)).tag == OLD
+    finally:
+        await api.close()
+
+
+async def test_secret_source_reloads_on_credential_failure(simulator: Simulator) -> None:
+    state = {"version": "1", "value": simulator.talosconfig(validity=datetime.timedelta(seconds=2))}
+
+    async def fetch() -> tuple[str, bytes]:
+        return state["version"], state["value"].encode()
+
+    api = TalosClient(SecretSource(fetch, "secret nodeos/tc", recheck_s=3600), timeout_s=3)
+    try:
+        node = routed(simulator, "w-ok")
+        assert await api.hostname(node) == "w-ok"
+        await asyncio.sleep(2.2)
+        state.update(version="2", value=simulator.talosconfig())
+        assert await api.hostname(node) == "w-ok", "a credentials failure forces a re-fetch"
+    finally:
+        await api.close()
+
+
+async def test_wrong_ca_is_one_clear_credentials_error(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    other = Simulator(Fleet([]))
+    document = yaml.safe_load(simulator.talosconfig())
+    document["contexts"]["simulator"]["ca"] = base64.b64encode(other.ca.cert_pem).decode()
+    path = tmp_path / "wrong-ca"
+    path.write_text(yaml.safe_dump(document))
+    api = TalosClient(FileSource(path), timeout_s=3)
+    try:
+        with pytest.raises(OsApiError) as failed:
+            await api.version(routed(simulator, "w-ok"))
+    finally:
+        await api.close()
+    assert failed.value.kind is ErrorKind.CREDENTIALS
+    assert "not signed by the talosconfig's CA" in str(failed.value)
+
+
+async def test_unreachable_endpoint_is_transient_and_named(
+    tmp_path: Path, talosconfig: Path
+) -> None:
+    api = TalosClient(FileSource(talosconfig), timeout_s=2)
+    try:
+        with pytest.raises(OsApiError) as failed:
+            await api.version(NodeTarget(name="ghost", endpoint="127.0.0.1:1"))
+    finally:
+        await api.close()
+    assert failed.value.transient
+    assert (
+        str(failed.value)
+        == "ghost: 127.0.0.1:1 refused the connection (expected while the node reboots)"
+    )
+
+
+async def test_unknown_node_is_permanent(simulator: Simulator, client: TalosClient) -> None:
+    with pytest.raises(OsApiError) as failed:
+        await client.version(routed(simulator, "nope"))
+    assert failed.value.code == "NOT_FOUND"
+
+
+async def test_errors_never_contain_key_material(simulator: Simulator, tmp_path: Path) -> None:
+    path = simulator.write_talosconfig(tmp_path / "tc", validity=datetime.timedelta(seconds=1))
+    document = yaml.safe_load(path.read_text())["contexts"]["simulator"]
+    secrets = [document["key"], base64.b64decode(document["key"]).decode()]
+    await asyncio.sleep(1.2)
+    api = TalosClient(FileSource(path), timeout_s=2)
+    messages = []
+    try:
+        for call in (
+            api.version(routed(simulator, "w-ok")),
+            api.version(NodeTarget("x", "127.0.0.1:1")),
+        ):
+            with pytest.raises(OsApiError) as failed:
+                await call
+            messages.append(str(failed.value) + repr(failed.value))
+    finally:
+        await api.close()
+    for message in messages:
+        for secret in secrets:
+            assert secret[40:80] not in message
+
+
+def test_malformed_talosconfigs_name_what_is_wrong(talosconfig: Path) -> None:
+    good = yaml.safe_load(talosconfig.read_text())
+    context = good["contexts"]["simulator"]
+
+    def broken(**changes: object) -> str:
+        entry = {**context, **changes}
+        return yaml.safe_dump({"context": "simulator", "contexts": {"simulator": entry}})
+
+    from nodeos.adapters.osapi.talosconfig import parse
+
+    cases = {
+        "contexts: [": "not valid YAML",
+        yaml.safe_dump(
+            {"context": "x", "contexts": {"simulator": context}}
+        ): "context 'x' not found",
+        yaml.safe_dump({"context": "simulator"}): "'contexts' is missing",
+        broken(key=None): "contexts.simulator.key is missing",
+        broken(crt="%%%"): "contexts.simulator.crt is not valid base64",
+        broken(
+            ca=base64.b64encode(b"hello").decode()
+        ): "contexts.simulator.ca does not decode to PEM",
+        broken(endpoints=[]): "contexts.simulator.endpoints: at least one endpoint is required",
+        broken(
+            key=yaml.safe_load(Simulator(Fleet([])).talosconfig())["contexts"]["simulator"]["key"]
+        ): ("contexts.simulator.key does not belong to the certificate"),
+    }
+    for text, message in cases.items():
+        with pytest.raises(TalosConfigError) as failed:
+            parse(text)
+        assert message in str(failed.value)
+        assert context["key"][:40] not in str(failed.value)
+    assert parse(talosconfig.read_text()).roles == ("os:admin",)
+
+
+async def test_missing_talosconfig_file_is_named(tmp_path: Path) -> None:
+    api = TalosClient(FileSource(tmp_path / "absent"), timeout_s=1)
+    with pytest.raises(TalosConfigError, match="absent: cannot read"):
+        await api.version(NodeTarget("n", "127.0.0.1:1"))
