@@ -40,6 +40,27 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--dir", type=Path, default=None, help="sandbox working directory")
         command.set_defaults(run=func)
 
+    simulate = commands.add_parser(
+        "simulate", help="serve simulated Talos nodes (OS API over mTLS) until stopped"
+    )
+    simulate.add_argument("--dir", type=Path, required=True, help="where to write talosconfig")
+    simulate.add_argument("--control-planes", type=int, default=3)
+    simulate.add_argument("--workers", type=int, default=5)
+    simulate.add_argument("--version", default="v1.12.4", help="OS version the nodes start on")
+    simulate.add_argument("--reboot-seconds", type=float, default=3.0)
+    simulate.add_argument(
+        "--per-node-addresses", action="store_true", help="also listen on 127.0.0.10, .11, ..."
+    )
+    simulate.add_argument("--kubeconfig", type=Path, help="drive these nodes' Node objects")
+    simulate.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NODE=FAULTS",
+        help="e.g. worker-2=install-fails=3 or cp-3=etcd-unhealthy; repeatable",
+    )
+    simulate.set_defaults(run=_simulate)
+
     demo = commands.add_parser("demo", help="sandbox + fake fleet + workload, shown live")
     demo.add_argument("--keep", action="store_true", help="leave the sandbox running at the end")
     demo.set_defaults(run=_demo)
@@ -105,6 +126,34 @@ def _sandbox_status(args: argparse.Namespace) -> int:
         print(f"{name:<24} pid {pid:<8} {'running' if processes.pid_alive(pid) else 'STOPPED'}")
     print(f"server     {state.server}\nkubeconfig {state.kubeconfig}")
     return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from nodeos.simulator import run
+
+    faults: dict[str, str] = {}
+    for item in args.fault:
+        node, separator, spec = item.partition("=")
+        if not separator:
+            print(f"--fault {item!r}: expected NODE=FAULTS", file=sys.stderr)
+            return 2
+        faults[node] = f"{faults[node]},{spec}" if node in faults else spec
+    options = run.Options(
+        workdir=args.dir,
+        control_planes=args.control_planes,
+        workers=args.workers,
+        version=args.version,
+        reboot_seconds=args.reboot_seconds,
+        per_node_addresses=args.per_node_addresses,
+        kubeconfig=args.kubeconfig,
+        faults=faults,
+    )
+    try:
+        run.node_specs(options)
+    except ValueError as error:
+        print(f"nodeos simulate: {error}", file=sys.stderr)
+        return 2
+    return run.run(options)
 
 
 def _demo(args: argparse.Namespace) -> int:

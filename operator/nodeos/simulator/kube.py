@@ -1,0 +1,128 @@
+"""Keeps each simulated node's Kubernetes Node in step with its simulated OS.
+
+On start every node gets a Node (created as a kwok fake node when missing) whose
+``status.nodeInfo.osImage`` reads ``Talos (<version>)``. When a node goes down the driver tells
+kwok to leave its status alone and marks it NotReady; when it comes back it reports the new
+osImage and boot ID and Ready, then hands the node back to kwok. A node that never returns stays
+NotReady, as a real one would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import time
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from nodeos.sandbox import kwok
+from nodeos.simulator.fleet import Fleet
+from nodeos.simulator.node import Power, SimulatedNode, Transition
+
+_KWOK_SETTLE_S = 0.2
+
+
+def os_image(version: str) -> str:
+    """The osImage a Talos node reports."""
+    return f"Talos ({version})"
+
+
+class NodeDriver:
+    """Applies fleet transitions to Node objects, in order, off the event loop."""
+
+    def __init__(self, api: client.ApiClient, fleet: Fleet) -> None:
+        self.core = client.CoreV1Api(api)
+        self.fleet = fleet
+        self._queue: asyncio.Queue[Transition] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Registers or updates every Node, then follows the fleet's transitions."""
+        for node in self.fleet.nodes.values():
+            await asyncio.to_thread(self._ensure_node, node)
+        self.fleet.listeners.append(self._queue.put_nowait)
+        self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stops following transitions (pending ones are applied first)."""
+        if self._worker is None:
+            return
+        await self._queue.join()
+        self._worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._worker
+
+    async def _run(self) -> None:
+        while True:
+            transition = await self._queue.get()
+            try:
+                await asyncio.to_thread(self._apply, transition)
+            except ApiException as error:  # keep following; the next transition may succeed
+                print(f"[simulator] updating Node {transition.node} failed: {error.reason}")
+            finally:
+                self._queue.task_done()
+
+    def _ensure_node(self, node: SimulatedNode) -> None:
+        try:
+            self.core.read_node(node.name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            manifest = kwok.fake_node(
+                node.name, control_plane=node.control_plane, os_image=os_image(node.version)
+            )
+            manifest["status"]["addresses"] = [{"type": "InternalIP", "address": node.address}]
+            self.core.create_node(cast(Any, manifest))
+        self.core.patch_node_status(
+            node.name, {"status": _status(node.version, node.boot_id, node)}
+        )
+
+    def _apply(self, transition: Transition) -> None:
+        node = self.fleet.nodes[transition.node]
+        if transition.power in (Power.REBOOTING, Power.DOWN):
+            self._annotate(transition.node, "true")
+            # kwok may post one more heartbeat before it sees the annotation; insist once.
+            for _ in range(2):
+                self.core.patch_node_status(
+                    transition.node, {"status": {"conditions": [_ready(False, transition.power)]}}
+                )
+                time.sleep(_KWOK_SETTLE_S)
+        elif transition.power is Power.RUNNING:
+            self.core.patch_node_status(
+                transition.node,
+                {"status": _status(transition.version, transition.boot_id, node)},
+            )
+            self._annotate(transition.node, None)
+
+    def _annotate(self, name: str, value: str | None) -> None:
+        self.core.patch_node(
+            name, {"metadata": {"annotations": {kwok.DISREGARD_ANNOTATION: value}}}
+        )
+
+
+def _status(version: str, boot_id: str, node: SimulatedNode) -> dict[str, Any]:
+    return {
+        "nodeInfo": {"osImage": os_image(version), "bootID": boot_id},
+        "addresses": [
+            {"type": "InternalIP", "address": node.address},
+            {"type": "Hostname", "address": node.name},
+        ],
+        "conditions": [_ready(True, Power.RUNNING)],
+    }
+
+
+def _ready(ready: bool, power: Power) -> dict[str, str]:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "type": "Ready",
+        "status": "True" if ready else "False",
+        "reason": "KubeletReady" if ready else f"Node{power.value}",
+        "message": "kubelet is posting ready status"
+        if ready
+        else f"the node's OS is {power.value.lower()} (nodeos simulator)",
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+    }
