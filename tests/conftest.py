@@ -6,6 +6,8 @@ printed in the terminal summary. Tests that use it carry the ``sandbox`` marker.
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +49,27 @@ def sandbox(
 @pytest.fixture(scope="session")
 def kube(sandbox: cluster.Sandbox) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(sandbox.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def crds_installed(sandbox: cluster.Sandbox, sandbox_binaries: dict[str, Path]) -> None:
+    """The nodeos CRDs applied with kubectl and served, plus the operator's namespace."""
+    kubectl = [str(sandbox_binaries["kubectl"]), f"--kubeconfig={sandbox.kubeconfig}"]
+    repo = Path(__file__).resolve().parents[1]
+    applied = subprocess.run(
+        [*kubectl, "apply", "-f", str(repo / "crds")], capture_output=True, text=True, check=False
+    )
+    assert applied.returncode == 0, applied.stderr
+    subprocess.run(
+        [*kubectl, "create", "namespace", "nodeos-system"], capture_output=True, check=False
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        listed = subprocess.run([*kubectl, "get", "uplan,nosc"], capture_output=True, check=False)
+        if listed.returncode == 0:
+            return
+        time.sleep(0.5)
+    pytest.fail("the nodeos kinds never appeared in discovery")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

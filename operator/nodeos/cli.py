@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nodeos import __version__
+from nodeos import __version__, config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
         command = sandbox_commands.add_parser(name, help=text)
         command.add_argument("--dir", type=Path, default=None, help="sandbox working directory")
         command.set_defaults(run=func)
+
+    operator = commands.add_parser("run", help="run the operator (leader-elected)")
+    config.add_arguments(operator)
+    operator.set_defaults(run=_run_operator)
 
     simulate = commands.add_parser(
         "simulate", help="serve simulated Talos nodes (OS API over mTLS) until stopped"
@@ -126,6 +130,12 @@ def _sandbox_status(args: argparse.Namespace) -> int:
         print(f"{name:<24} pid {pid:<8} {'running' if processes.pid_alive(pid) else 'STOPPED'}")
     print(f"server     {state.server}\nkubeconfig {state.kubeconfig}")
     return 0
+
+
+def _run_operator(args: argparse.Namespace) -> int:
+    from nodeos import operator
+
+    return operator.main(config.from_arguments(args))
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +34,6 @@ def kubectl(
         timeout=60,
         check=False,
     )
-
-
-@pytest.fixture(scope="module")
-def crds_installed(sandbox: cluster.Sandbox, sandbox_binaries: dict[str, Path]) -> None:
-    applied = kubectl(sandbox_binaries, sandbox, "apply", "-f", str(REPO / "crds"))
-    assert applied.returncode == 0, applied.stderr
-    waited = kubectl(
-        sandbox_binaries,
-        sandbox,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/upgradeplans.nodeos.dev",
-        "crd/nodeosconfigs.nodeos.dev",
-    )
-    assert waited.returncode == 0, waited.stderr
-    # Discovery can lag Established by a moment; kubectl apply needs it.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if kubectl(sandbox_binaries, sandbox, "get", "uplan,nosc").returncode == 0:
-            return
-        time.sleep(0.5)
-    pytest.fail("the nodeos kinds never appeared in discovery")
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

@@ -17,13 +17,15 @@ from typing import Any
 from nodeos.sandbox import cluster, processes
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+def wait_for(
+    what: str, check: Callable[[], Any], timeout_s: float = 60.0, interval_s: float = 0.2
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
-        time.sleep(0.2)
+        time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
@@ -82,3 +84,72 @@ def simulator_process(
                 child.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 processes.stop(child)
+
+
+@dataclass
+class OperatorProcess:
+    """A `nodeos run` process that tests can kill and restart."""
+
+    sandbox: cluster.Sandbox
+    talosconfig: Path
+    workdir: Path
+    child: processes.Child | None = None
+    starts: int = 0
+
+    def start(self, identity: str = "op-a") -> None:
+        self.starts += 1
+        log = self.workdir / f"operator-{identity}-{self.starts}.log"
+        self.child = processes.start(
+            f"operator-{identity}",
+            [
+                sys.executable,
+                "-m",
+                "nodeos",
+                "run",
+                "--kubeconfig",
+                str(self.sandbox.kubeconfig),
+                "--talosconfig",
+                str(self.talosconfig),
+                "--namespace",
+                "nodeos-system",
+                "--identity",
+                identity,
+                "--metrics-port",
+                str(processes.free_port()),
+                "--health-port",
+                str(processes.free_port()),
+                "--poll-interval",
+                "0.2",
+            ],
+            log,
+            env=dict(os.environ),
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a node crash."""
+        assert self.child is not None
+        os.killpg(self.child.pid, signal.SIGKILL)
+        assert self.child.process is not None
+        self.child.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.child is not None and self.child.alive():
+            processes.stop(self.child)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{processes.log_tail(path, 40)}"
+            for path in sorted(self.workdir.glob("operator-*.log"))
+        )
+
+
+@contextmanager
+def operator_process(
+    sandbox: cluster.Sandbox, talosconfig: Path, workdir: Path
+) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(sandbox, talosconfig, workdir)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()

@@ -75,6 +75,9 @@ class NodeProgress(ApiModel):
     name: str = Field(max_length=253)
     phase: NodePhase
     since: datetime.datetime | None = Field(default=None, description="When the phase began.")
+    started_at: datetime.datetime | None = Field(
+        default=None, description="When the current attempt began (for the node timeout)."
+    )
     attempt: int | None = Field(default=None, ge=0, description="Retries so far (absent = 0).")
     boot_id: str | None = Field(
         default=None, max_length=64, description="Boot ID before the reboot (proves a reboot)."
@@ -114,6 +117,9 @@ class UpgradePlanStatus(ApiModel):
 
     phase: PlanPhase = "Pending"
     observed_generation: int | None = None
+    observed_target: str | None = Field(
+        default=None, description="The target version the node records refer to."
+    )
     conditions: list[Condition] = Field(default_factory=list)
     progress: str | None = Field(default=None, description="updated/total, for kubectl get.")
     counts: Counts = Field(default_factory=Counts)

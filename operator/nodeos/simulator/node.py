@@ -144,9 +144,8 @@ class SimulatedNode:
             return self._transition()
         return None
 
-    def answering(self, now: float) -> bool:
-        """True when the node serves calls right now (an 'unavailable' burst says no)."""
-        self.advance(now)
+    def answering(self) -> bool:
+        """True when the node serves calls (call ``Fleet.advance`` first to bring it to now)."""
         if self.power in (Power.REBOOTING, Power.DOWN):
             return False
         if self.faults.unavailable_calls > 0:

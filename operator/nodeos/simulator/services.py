@@ -78,7 +78,8 @@ class Gate:
             self.fleet.record(name, method, "NOT_FOUND")
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown node {target!r}")
         assert node is not None
-        if not node.answering(self.fleet.clock()):
+        self.fleet.advance()
+        if not node.answering():
             self.fleet.record(name, method, "UNAVAILABLE")
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"node {name} is not reachable ({node.power.value})"

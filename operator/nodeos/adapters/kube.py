@@ -1,0 +1,210 @@
+"""``KubeClient``: the ``KubeApi`` port over the official kubernetes client.
+
+The client is synchronous; every call runs in a worker thread so the event loop never blocks.
+Guarded writes send ``metadata.resourceVersion`` with a merge patch, which the API server turns
+into a precondition (409 Conflict when the object moved on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from nodeos.core.nodes import CORDONED_BY_ANNOTATION
+from nodeos.ports.kube import ConflictError, Eviction, EvictionOutcome, PodView
+
+GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
+EVENT_NAMESPACE = "default"
+
+
+class KubeClient:
+    """Talks to the API server with one ApiClient (thread-safe for concurrent requests)."""
+
+    def __init__(self, api: client.ApiClient, component: str = "nodeos") -> None:
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.component = component
+        self.requests = 0
+
+    async def _run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        self.requests += 1
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    async def get_plan(self, name: str) -> dict[str, Any]:
+        """The UpgradePlan object."""
+        plan: dict[str, Any] = await self._run(
+            self.custom.get_cluster_custom_object, GROUP, VERSION, PLURAL, name
+        )
+        return plan
+
+    async def patch_plan_status(
+        self, name: str, status: dict[str, Any], resource_version: str
+    ) -> str:
+        """Writes the status, guarded by ``resource_version``."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            result = await self._run(
+                self.custom.patch_cluster_custom_object_status, GROUP, VERSION, PLURAL, name, body
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise ConflictError(name) from None
+            raise
+        return str(result["metadata"]["resourceVersion"])
+
+    async def patch_plan_spec(self, name: str, spec: dict[str, Any]) -> None:
+        """Merges ``spec`` into the plan's spec."""
+        await self._run(
+            self.custom.patch_cluster_custom_object, GROUP, VERSION, PLURAL, name, {"spec": spec}
+        )
+
+    async def remove_plan_annotation(self, name: str, key: str) -> None:
+        """Drops an annotation from the plan."""
+        body = {"metadata": {"annotations": {key: None}}}
+        await self._run(self.custom.patch_cluster_custom_object, GROUP, VERSION, PLURAL, name, body)
+
+    async def cordon(self, node: str, owner: str) -> bool:
+        """Cordons with our mark unless someone else already cordoned the node."""
+        current = await self._run(self.core.read_node, node)
+        annotations = current.metadata.annotations or {}
+        if current.spec.unschedulable and annotations.get(CORDONED_BY_ANNOTATION) != owner:
+            return False
+        body = {
+            "metadata": {
+                "annotations": {CORDONED_BY_ANNOTATION: owner},
+                "resourceVersion": current.metadata.resource_version,
+            },
+            "spec": {"unschedulable": True},
+        }
+        try:
+            await self._run(self.core.patch_node, node, body)
+        except ApiException as error:
+            if error.status == 409:
+                return await self.cordon(node, owner)
+            raise
+        return True
+
+    async def uncordon(self, node: str, owner: str) -> bool:
+        """Uncordons and unmarks, only when the mark is ``owner``'s."""
+        current = await self._run(self.core.read_node, node)
+        annotations = current.metadata.annotations or {}
+        if annotations.get(CORDONED_BY_ANNOTATION) != owner:
+            return False
+        body = {
+            "metadata": {
+                "annotations": {CORDONED_BY_ANNOTATION: None},
+                "resourceVersion": current.metadata.resource_version,
+            },
+            "spec": {"unschedulable": None},
+        }
+        try:
+            await self._run(self.core.patch_node, node, body)
+        except ApiException as error:
+            if error.status == 409:
+                return await self.uncordon(node, owner)
+            raise
+        return True
+
+    async def node_ready(self, node: str) -> bool:
+        """The Ready condition, fresh from the API."""
+        current = await self._run(self.core.read_node_status, node)
+        return any(
+            c.type == "Ready" and c.status == "True" for c in current.status.conditions or []
+        )
+
+    async def pods_on(self, node: str) -> list[PodView]:
+        """Every pod bound to ``node``."""
+        pods = await self._run(
+            self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}"
+        )
+        return [_pod_view(pod) for pod in pods.items]
+
+    async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:
+        """POSTs an Eviction."""
+        body: dict[str, Any] = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": pod.name, "namespace": pod.namespace},
+        }
+        if grace_seconds is not None:
+            body["deleteOptions"] = {"gracePeriodSeconds": grace_seconds}
+        try:
+            await self._run(self.core.create_namespaced_pod_eviction, pod.name, pod.namespace, body)
+        except ApiException as error:
+            if error.status == 404:
+                return EvictionOutcome(Eviction.GONE)
+            if error.status == 429:
+                return EvictionOutcome(Eviction.BLOCKED, _message(error))
+            raise
+        return EvictionOutcome(Eviction.EVICTED)
+
+    async def delete_pod(self, pod: PodView, grace_seconds: int | None) -> None:
+        """Deletes a pod without asking its PDB."""
+        try:
+            await self._run(
+                self.core.delete_namespaced_pod,
+                pod.name,
+                pod.namespace,
+                grace_period_seconds=grace_seconds if grace_seconds is not None else 0,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def event(
+        self,
+        kind: str,
+        name: str,
+        uid: str,
+        api_version: str,
+        reason: str,
+        message: str,
+        warning: bool = False,
+    ) -> None:
+        """Creates a core/v1 Event (in ``default``, as for other cluster-scoped objects)."""
+        now = datetime.datetime.now(datetime.UTC)
+        body = {
+            "metadata": {"generateName": f"{name}.", "namespace": EVENT_NAMESPACE},
+            "involvedObject": {"kind": kind, "name": name, "uid": uid, "apiVersion": api_version},
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": self.component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        with contextlib.suppress(ApiException):  # best effort; the status says the same
+            await self._run(self.core.create_namespaced_event, EVENT_NAMESPACE, body)
+
+    async def label_node(self, node: str, labels: dict[str, str | None]) -> None:
+        """Sets or removes labels."""
+        await self._run(self.core.patch_node, node, {"metadata": {"labels": labels}})
+
+
+def _pod_view(pod: Any) -> PodView:
+    owners = pod.metadata.owner_references or []
+    annotations = pod.metadata.annotations or {}
+    return PodView(
+        namespace=pod.metadata.namespace,
+        name=pod.metadata.name,
+        daemon_set=any(owner.kind == "DaemonSet" for owner in owners),
+        mirror="kubernetes.io/config.mirror" in annotations,
+        terminating=pod.metadata.deletion_timestamp is not None,
+        finished=pod.status.phase in ("Succeeded", "Failed"),
+        labels=dict(pod.metadata.labels or {}),
+        empty_dir=any(v.empty_dir is not None for v in pod.spec.volumes or []),
+    )
+
+
+def _message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message", error.reason))
+    except (TypeError, ValueError):
+        return str(error.reason)

@@ -1,0 +1,1 @@
+"""The functional core: pure planning and node state decisions over plain data."""

@@ -1,0 +1,73 @@
+"""What the core knows about a Kubernetes Node: a small immutable view built by the shell.
+
+Also the node labels and annotations nodeos reads and writes, so every module names them the
+same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+CORDONED_BY_ANNOTATION = "nodeos.dev/cordoned-by"
+OS_VERSION_LABEL = "nodeos.dev/os-version"
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+_TALOS_OS_IMAGE = re.compile(r"\((v[0-9]+\.[0-9]+\.[0-9]+[^)]*)\)")
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One Node as the planner and state machine see it."""
+
+    name: str
+    labels: Mapping[str, str]
+    ready: bool
+    unschedulable: bool
+    cordoned_by: str | None
+    os_image: str
+    address: str | None = None
+    boot_id: str = ""
+
+    @property
+    def control_plane(self) -> bool:
+        """Carries the standard control-plane role label."""
+        return CONTROL_PLANE_LABEL in self.labels
+
+    @property
+    def os_version(self) -> str | None:
+        """The version in a Talos osImage such as ``Talos (v1.13.9)``."""
+        match = _TALOS_OS_IMAGE.search(self.os_image)
+        return match.group(1) if match else None
+
+    @property
+    def unavailable(self) -> bool:
+        """Out of service: NotReady, or cordoned (by anyone)."""
+        return not self.ready or self.unschedulable
+
+    def cordoned_by_someone_else(self, owner: str) -> bool:
+        """Cordoned, but not by ``owner``'s mark."""
+        return self.unschedulable and self.cordoned_by != owner
+
+
+def matches(selector: Mapping[str, object], labels: Mapping[str, str]) -> bool:
+    """Whether labels match a Kubernetes LabelSelector given in its API (camelCase) form."""
+    match_labels = selector.get("matchLabels") or {}
+    assert isinstance(match_labels, Mapping)
+    if any(labels.get(key) != value for key, value in match_labels.items()):
+        return False
+    expressions = selector.get("matchExpressions") or []
+    assert isinstance(expressions, list)
+    for expression in expressions:
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values") or []
+        present = key in labels
+        if operator == "In" and (not present or labels[key] not in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True

@@ -1,0 +1,293 @@
+"""Decides, from a plan, its recorded progress, the node snapshot and ``now``, what starts next.
+
+Pure: no I/O, no clock. Rules, in the order they apply:
+
+- Nodes already on the target version are done without being touched.
+- Control-plane nodes go strictly one at a time, and (ordering First) before any worker.
+- Workers go zone by zone, higher priority label first, then by name; the operator's own node
+  goes last. A canary batch, if set, goes first and is followed by a soak or a pause.
+- Never more than maxUnavailable of the selected nodes out of service at once, counting nodes
+  that are NotReady or cordoned by someone else. A node that is already out of service adds no
+  disruption, so it may start even when the budget is spent by others.
+- New nodes start only while the plan is not paused, a maintenance window is open, no retry
+  is pending for them, and the failure budget is not exhausted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodeos.core import windows
+from nodeos.core.nodes import NodeView
+from nodeos.models.common import parse_duration
+from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
+
+TERMINAL = frozenset({"Done", "Failed", "RolledBack", "Skipped"})
+FAILED = frozenset({"Failed", "RolledBack"})
+PREVIEW_BATCHES = 20
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Why no (more) nodes start now."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the planner wants the shell to do and report."""
+
+    start: tuple[str, ...]
+    up_to_date: tuple[str, ...]
+    order: tuple[str, ...]
+    batches: tuple[tuple[str, ...], ...]
+    total_batches: int
+    budget: int
+    waiting: Waiting | None
+    complete: bool
+    failed_budget_exhausted: bool
+    next_window: datetime.datetime | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+def max_unavailable(value: int | str, total: int) -> int:
+    """The maxUnavailable budget as a count: integers as given, percentages rounded down, >= 1."""
+    if isinstance(value, int):
+        return max(1, value)
+    percent = int(value.rstrip("%"))
+    return max(1, math.floor(total * percent / 100))
+
+
+def order_nodes(
+    spec: UpgradePlanSpec, nodes: Sequence[NodeView], operator_node: str | None
+) -> list[NodeView]:
+    """Every selected node in the order the plan takes them (excluded control planes omitted)."""
+    ordering = spec.strategy.control_plane.ordering
+    zone_label = spec.strategy.order.zone_label
+    priority_label = spec.strategy.order.priority_label
+
+    def key(node: NodeView) -> tuple[int, str, int, str]:
+        return (
+            1 if node.name == operator_node else 0,
+            node.labels.get(zone_label, ""),
+            -_priority(node.labels.get(priority_label)),
+            node.name,
+        )
+
+    control = sorted((n for n in nodes if n.control_plane), key=key)
+    workers = sorted((n for n in nodes if not n.control_plane), key=key)
+    if ordering == "Exclude":
+        return workers
+    return [*control, *workers] if ordering == "First" else [*workers, *control]
+
+
+def plan_step(
+    spec: UpgradePlanSpec,
+    progress: Mapping[str, NodeProgress],
+    in_flight: Sequence[str],
+    nodes: Sequence[NodeView],
+    now: datetime.datetime,
+    *,
+    operator_node: str | None = None,
+    canary_released: bool = True,
+) -> Decision:
+    """The nodes to start now, and the plan's summary."""
+    target = spec.target.version
+    ordered = order_nodes(spec, nodes, operator_node)
+    by_name = {node.name: node for node in ordered}
+    up_to_date = tuple(
+        node.name
+        for node in ordered
+        if node.name not in progress and node.name not in in_flight and node.os_version == target
+    )
+    done_or_flying = set(in_flight) | set(up_to_date)
+    remaining = [
+        node
+        for node in ordered
+        if node.name not in done_or_flying
+        and progress.get(node.name, _PENDING).phase not in TERMINAL
+    ]
+    budget = max_unavailable(spec.strategy.max_unavailable, len(ordered))
+    counts = _counts(ordered, progress, in_flight, up_to_date)
+    failures = counts["failed"]
+    exhausted = failures > spec.failure_policy.max_failures
+    batches = batches_of(remaining, budget)
+    complete = not remaining and not in_flight
+    decision = Decision(
+        start=(),
+        up_to_date=up_to_date,
+        order=tuple(node.name for node in remaining),
+        batches=tuple(batches[:PREVIEW_BATCHES]),
+        total_batches=len(batches),
+        budget=budget,
+        waiting=None,
+        complete=complete,
+        failed_budget_exhausted=exhausted,
+        counts=counts,
+    )
+    if complete:
+        return decision
+    if exhausted:
+        return _wait(
+            decision,
+            "FailureBudgetExhausted",
+            f"{failures} node(s) failed; maxFailures is {spec.failure_policy.max_failures}",
+        )
+    if spec.paused:
+        return _wait(decision, "Paused", "spec.paused is true; in-flight nodes finish")
+    if not canary_released:
+        return _wait(decision, "CanarySoak", "waiting after the canary batch")
+    try:
+        window_open = windows.is_open(spec.maintenance_windows, now)
+        upcoming = None if window_open else windows.next_opening(spec.maintenance_windows, now)
+    except windows.WindowError as error:
+        return _wait(decision, "InvalidWindow", str(error))
+    if not window_open:
+        when = f"; next opens {upcoming:%Y-%m-%d %H:%M}Z" if upcoming else ""
+        waiting = _wait(
+            decision, "OutsideMaintenanceWindow", f"no maintenance window is open{when}"
+        )
+        return _replace(waiting, next_window=upcoming)
+
+    flying = [by_name[name] for name in in_flight if name in by_name]
+    disrupted = {node.name for node in ordered if node.unavailable} | set(in_flight)
+    control_busy = any(node.control_plane for node in flying)
+    workers_first = spec.strategy.control_plane.ordering == "Last"
+    control_left = [n for n in remaining if n.control_plane]
+    workers_left = [n for n in remaining if not n.control_plane]
+    start: list[str] = []
+    blocked: Waiting | None = None
+    for node in remaining:
+        if len(in_flight) + len(start) >= budget:
+            blocked = blocked or Waiting(
+                "MaxUnavailable",
+                f"{len(in_flight) + len(start)} node(s) in flight; maxUnavailable is {budget}",
+            )
+            break
+        record = progress.get(node.name)
+        if record is not None and record.retry_at is not None and record.retry_at > now:
+            blocked = blocked or Waiting(
+                "RetryBackoff", f"{node.name} retries at {record.retry_at}"
+            )
+            continue
+        if not node.ready:
+            blocked = blocked or Waiting("NodeNotReady", f"{node.name} is NotReady; waiting")
+            continue
+        if node.control_plane:
+            cp_busy = control_busy or any(by_name[n].control_plane for n in start)
+            worker_busy = any(not n.control_plane for n in flying) or any(
+                not by_name[n].control_plane for n in start
+            )
+            if cp_busy or (not workers_first and worker_busy) or (workers_first and workers_left):
+                blocked = blocked or Waiting(
+                    "ControlPlaneOneAtATime", "control-plane nodes go one at a time"
+                )
+                continue
+        elif not workers_first and (control_left or control_busy):
+            blocked = blocked or Waiting(
+                "ControlPlaneFirst", "workers start after every control-plane node"
+            )
+            break
+        adds = 0 if node.name in disrupted else 1
+        if len(disrupted) + adds > budget:
+            outside = sorted(disrupted - set(in_flight))
+            blocked = blocked or Waiting(
+                "MaxUnavailable",
+                f"{len(disrupted)} of {len(ordered)} node(s) out of service (maxUnavailable "
+                f"{budget})"
+                + (f"; already unavailable: {', '.join(outside[:5])}" if outside else ""),
+            )
+            continue
+        start.append(node.name)
+        disrupted.add(node.name)
+    canary = spec.strategy.canary.count
+    if canary and not _canary_done(ordered, progress, canary):
+        start = start[: max(0, canary - _started_count(ordered, progress, in_flight))]
+    return _replace(decision, start=tuple(start), waiting=None if start else blocked)
+
+
+def canary_nodes(
+    spec: UpgradePlanSpec, nodes: Sequence[NodeView], operator_node: str | None
+) -> tuple[str, ...]:
+    """The first ``canary.count`` nodes of the order."""
+    count = spec.strategy.canary.count
+    return tuple(node.name for node in order_nodes(spec, nodes, operator_node)[:count])
+
+
+def _canary_done(
+    ordered: Sequence[NodeView], progress: Mapping[str, NodeProgress], count: int
+) -> bool:
+    finished = sum(1 for n in ordered if progress.get(n.name, _PENDING).phase in TERMINAL)
+    return finished >= count
+
+
+def _started_count(
+    ordered: Sequence[NodeView], progress: Mapping[str, NodeProgress], in_flight: Sequence[str]
+) -> int:
+    return sum(
+        1
+        for n in ordered
+        if n.name in in_flight or progress.get(n.name, _PENDING).phase in TERMINAL
+    )
+
+
+def _counts(
+    ordered: Sequence[NodeView],
+    progress: Mapping[str, NodeProgress],
+    in_flight: Sequence[str],
+    up_to_date: Sequence[str],
+) -> dict[str, int]:
+    phases = [progress.get(n.name, _PENDING).phase for n in ordered]
+    updated = sum(1 for phase in phases if phase == "Done") + sum(
+        1 for n in ordered if n.name in up_to_date and n.name not in progress
+    )
+    failed = sum(1 for phase in phases if phase in FAILED)
+    skipped = sum(1 for phase in phases if phase == "Skipped")
+    in_progress = sum(1 for n in ordered if n.name in in_flight)
+    return {
+        "total": len(ordered),
+        "updated": updated,
+        "failed": failed,
+        "skipped": skipped,
+        "inProgress": in_progress,
+        "pending": len(ordered) - updated - failed - skipped - in_progress,
+    }
+
+
+def batches_of(remaining: Sequence[NodeView], budget: int) -> list[tuple[str, ...]]:
+    """The remaining nodes grouped as they would go: control planes alone, workers by budget."""
+    batches: list[tuple[str, ...]] = [(n.name,) for n in remaining if n.control_plane]
+    workers = [n.name for n in remaining if not n.control_plane]
+    batches += [tuple(workers[i : i + budget]) for i in range(0, len(workers), budget)]
+    return batches
+
+
+def _priority(text: str | None) -> int:
+    try:
+        return int(text) if text is not None else 0
+    except ValueError:
+        return 0
+
+
+def _wait(decision: Decision, reason: str, message: str) -> Decision:
+    return _replace(decision, waiting=Waiting(reason, message))
+
+
+def _replace(decision: Decision, **changes: Any) -> Decision:
+    return dataclasses.replace(decision, **changes)
+
+
+def soak_over(spec: UpgradePlanSpec, record: NodeProgress, now: datetime.datetime) -> bool:
+    """Whether a node in Soaking has kept its slot long enough."""
+    soak = parse_duration(spec.strategy.soak_between_nodes)
+    return record.since is None or now >= record.since + soak
+
+
+_PENDING = NodeProgress(name="", phase="Pending")

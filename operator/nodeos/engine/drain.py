@@ -1,0 +1,70 @@
+"""One drain round: evict every pod that should leave the node, report what is left.
+
+Skips DaemonSet pods (when the plan says so), mirror pods, finished and terminating pods, pods
+outside the plan's pod selector, and the operator's own pod. Evictions go through the Eviction
+API, so PodDisruptionBudgets decide; a forced round deletes what eviction could not move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nodeos.core.nodes import matches
+from nodeos.models.common import parse_duration
+from nodeos.models.rollout import DrainPolicy
+from nodeos.ports.kube import Eviction, KubeApi, PodView
+
+
+@dataclass(frozen=True)
+class DrainRound:
+    """What one round achieved."""
+
+    remaining: int
+    blocked_by: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        """A short account of what blocks the drain."""
+        return "; ".join(self.blocked_by[:3]) or "waiting for evicted pods to terminate"
+
+
+def must_leave(pod: PodView, policy: DrainPolicy, own_pod: tuple[str, str] | None) -> bool:
+    """Whether the drain has to move this pod off the node."""
+    if pod.mirror or pod.finished:
+        return False
+    if policy.ignore_daemon_sets and pod.daemon_set:
+        return False
+    if own_pod is not None and (pod.namespace, pod.name) == own_pod:
+        return False
+    if policy.pod_selector is not None:
+        return matches(policy.pod_selector.to_api(), pod.labels)
+    return True
+
+
+async def drain_round(
+    kube: KubeApi,
+    node: str,
+    policy: DrainPolicy,
+    *,
+    force: bool,
+    own_pod: tuple[str, str] | None,
+) -> DrainRound:
+    """Evicts (or, forced, deletes) what must leave; returns how many pods are still there."""
+    grace = (
+        int(parse_duration(policy.grace_period).total_seconds()) if policy.grace_period else None
+    )
+    pods = [pod for pod in await kube.pods_on(node) if must_leave(pod, policy, own_pod)]
+    blocked: list[str] = []
+    for pod in pods:
+        if pod.terminating:
+            continue
+        if pod.empty_dir and not policy.delete_empty_dir_data and not force:
+            blocked.append(f"{pod.namespace}/{pod.name} uses emptyDir (deleteEmptyDirData is off)")
+            continue
+        if force:
+            await kube.delete_pod(pod, grace)
+            continue
+        outcome = await kube.evict(pod, grace)
+        if outcome.result is Eviction.BLOCKED:
+            blocked.append(f"{pod.namespace}/{pod.name}: {outcome.message}")
+    return DrainRound(remaining=len(pods), blocked_by=tuple(blocked))

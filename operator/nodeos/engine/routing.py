@@ -1,0 +1,32 @@
+"""Which OS API endpoint reaches a node, and with which ``node`` routing key.
+
+ControlPlane mode dials the talosconfig's endpoints and routes by the node's address, never
+through the node being worked on when another endpoint exists. Node mode dials the node's own
+address on the OS API port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from nodeos.core.nodes import NodeView
+from nodeos.ports.osapi import NodeTarget
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How the operator reaches nodes' OS API."""
+
+    mode: Literal["ControlPlane", "Node"]
+    endpoints: Sequence[str] = ()
+    port: int = 50000
+
+    def target(self, node: NodeView) -> NodeTarget:
+        """The endpoint and routing key for ``node``."""
+        key = node.address or node.name
+        if self.mode == "Node" or not self.endpoints:
+            return NodeTarget(name=node.name, endpoint=f"{key}:{self.port}")
+        others = [e for e in self.endpoints if e.split(":")[0] != node.address]
+        return NodeTarget(name=node.name, endpoint=(others or list(self.endpoints))[0], route=key)

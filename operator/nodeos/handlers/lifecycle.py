@@ -1,0 +1,81 @@
+"""Operator start-up and shutdown: kopf settings, login, and the shared engine dependencies."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from nodeos.adapters.kube import KubeClient
+from nodeos.adapters.osapi.client import TalosClient
+from nodeos.adapters.osapi.talosconfig import FileSource
+from nodeos.config import OperatorConfig
+from nodeos.engine import metrics
+from nodeos.engine.rollout import EngineDeps
+from nodeos.engine.routing import Routing
+from nodeos.ports.osapi import ErrorKind
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Uses the kubeconfig when one is given, else the pod's service account."""
+    cfg: OperatorConfig = kwargs["memo"].config
+    if cfg.kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(cfg.kubeconfig)  # kopf reads the path from here
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keeps kopf's own bookkeeping in annotations and builds the engine's ports."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="nodeos.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="nodeos.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    cfg: OperatorConfig = memo.config
+    api = api_client(cfg)
+    source = FileSource(cfg.talosconfig)
+    credentials = await source.load()
+    osapi = TalosClient(source, timeout_s=cfg.os_api_timeout_s, observer=_observe)
+    memo.api_client = api
+    memo.osapi = osapi
+    memo.rollouts = {}
+    memo.deps = EngineDeps(
+        kube=KubeClient(api),
+        osapi=osapi,
+        routing=Routing(cfg.os_api_endpoints, credentials.endpoints, cfg.os_api_port),
+        operator_node=cfg.node_name,
+        own_pod=cfg.own_pod,
+        poll_s=cfg.poll_s,
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Closes the OS API connections."""
+    osapi = getattr(memo, "osapi", None)
+    if osapi is not None:
+        await osapi.close()
+
+
+def api_client(cfg: OperatorConfig) -> client.ApiClient:
+    """A kubernetes ApiClient for the configured cluster."""
+    if cfg.kubeconfig is not None:
+        api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(cfg.kubeconfig)
+        )
+        return api
+    config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def _observe(method: str, seconds: float, kind: ErrorKind | None) -> None:
+    metrics.OSAPI_SECONDS.labels(method).observe(seconds)
+    if kind is not None:
+        metrics.OSAPI_ERRORS.labels(method, kind.value).inc()

@@ -1,0 +1,47 @@
+"""UpgradePlan handlers: one engine per plan while it exists, and a clean exit when deleted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from nodeos.core.nodes import NodeView
+from nodeos.engine.rollout import PlanRollout
+from nodeos.handlers.nodes import snapshot
+
+GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30.0)
+async def upgradeplan_engine(
+    name: str,
+    uid: str,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    """Runs the plan's engine until the plan is deleted or the operator stops."""
+    node_views: kopf.Index[str, NodeView] = kwargs["node_views"]
+    rollout = PlanRollout(
+        name,
+        uid,
+        memo.deps,
+        nodes=lambda: snapshot(node_views),
+        body=lambda: body,
+    )
+    memo.rollouts[name] = rollout
+    try:
+        await rollout.run(lambda: bool(stopped))
+    finally:
+        memo.rollouts.pop(name, None)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def upgradeplan_deleted(name: str, memo: Any, **kwargs: Any) -> None:
+    """Uncordons every node this plan cordoned, so deleting a plan leaves no node cordoned."""
+    node_views: kopf.Index[str, NodeView] = kwargs["node_views"]
+    for node in snapshot(node_views).values():
+        if node.cordoned_by == name:
+            await memo.deps.kube.uncordon(node.name, name)

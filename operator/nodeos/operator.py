@@ -1,0 +1,78 @@
+"""``nodeos run``: takes the leader Lease, then runs the kopf operator until told to stop.
+
+SIGTERM and SIGINT stop it cleanly: kopf stops the plan engines (whose state is already in each
+plan's status), the Lease is released so a standby takes over at once, and the process exits 0.
+Losing the Lease stops the operator too and exits 1, so the pod restarts as a standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import kopf
+from prometheus_client import start_http_server
+
+from nodeos.adapters.lease import LeaderElection
+from nodeos.config import OperatorConfig
+from nodeos.handlers import lifecycle
+
+log = logging.getLogger("nodeos")
+
+
+async def run(cfg: OperatorConfig) -> int:
+    """Runs until stopped; returns the process exit code."""
+    import nodeos.handlers  # noqa: F401  (registers the handlers)
+
+    stop = asyncio.Event()
+    lost = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    election = None
+    holder: asyncio.Task[None] | None = None
+    if cfg.leader_election:
+        election = LeaderElection(
+            lifecycle.api_client(cfg), cfg.namespace, cfg.lease_name, cfg.identity
+        )
+        acquiring = asyncio.create_task(election.acquire())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            acquiring.cancel()
+            return 0
+        stopping.cancel()
+
+        def on_lost() -> None:
+            lost.set()
+            stop.set()
+
+        holder = asyncio.create_task(election.hold(on_lost))
+    start_http_server(cfg.metrics_port)
+    log.info("nodeos operator %s active; metrics on :%d", cfg.identity, cfg.metrics_port)
+    try:
+        await kopf.operator(
+            standalone=True,
+            clusterwide=True,
+            stop_flag=stop,
+            liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz",
+            memo=kopf.Memo(config=cfg),
+        )
+    finally:
+        if holder is not None:
+            holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holder
+        if election is not None and not lost.is_set():
+            await asyncio.to_thread(election.release)
+    return 1 if lost.is_set() else 0
+
+
+def main(cfg: OperatorConfig) -> int:
+    """Entry point of ``nodeos run``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # kopf logs every handled node event at INFO; plan progress is in status and Events.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    return asyncio.run(run(cfg))

@@ -1,0 +1,104 @@
+"""The Kubernetes calls the rollout engine makes, as a Protocol, with the data they exchange."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class ConflictError(Exception):
+    """A resourceVersion-guarded write lost a race: re-read and try again."""
+
+
+@dataclass(frozen=True)
+class PodView:
+    """A pod on a node being drained."""
+
+    namespace: str
+    name: str
+    daemon_set: bool
+    mirror: bool
+    terminating: bool
+    finished: bool
+    labels: dict[str, str]
+    empty_dir: bool
+
+
+class Eviction(enum.Enum):
+    """What the Eviction API answered."""
+
+    EVICTED = "Evicted"
+    BLOCKED = "Blocked"  # 429: a PodDisruptionBudget does not allow it now
+    GONE = "Gone"
+
+
+@dataclass(frozen=True)
+class EvictionOutcome:
+    """An eviction's result with the API's message (names the PDB when blocked)."""
+
+    result: Eviction
+    message: str = ""
+
+
+class KubeApi(Protocol):
+    """The cluster, as the engine uses it."""
+
+    async def get_plan(self, name: str) -> dict[str, Any]:
+        """The UpgradePlan object (with metadata.resourceVersion)."""
+        ...
+
+    async def patch_plan_status(
+        self, name: str, status: dict[str, Any], resource_version: str
+    ) -> str:
+        """Replaces the plan's status if unchanged since ``resource_version``; new version."""
+        ...
+
+    async def patch_plan_spec(self, name: str, spec: dict[str, Any]) -> None:
+        """Merges into the plan's spec (used to pause after a canary batch)."""
+        ...
+
+    async def remove_plan_annotation(self, name: str, key: str) -> None:
+        """Removes one annotation from the plan."""
+        ...
+
+    async def cordon(self, node: str, owner: str) -> bool:
+        """Cordons and marks the node; False when it was already cordoned by someone else."""
+        ...
+
+    async def uncordon(self, node: str, owner: str) -> bool:
+        """Uncordons only if ``owner`` cordoned it; True when it did."""
+        ...
+
+    async def node_ready(self, node: str) -> bool:
+        """The node's Ready condition, read fresh."""
+        ...
+
+    async def pods_on(self, node: str) -> list[PodView]:
+        """Every pod bound to the node."""
+        ...
+
+    async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:
+        """Asks the Eviction API to evict the pod (PDBs apply)."""
+        ...
+
+    async def delete_pod(self, pod: PodView, grace_seconds: int | None) -> None:
+        """Deletes the pod directly (bypasses PDBs)."""
+        ...
+
+    async def event(
+        self,
+        kind: str,
+        name: str,
+        uid: str,
+        api_version: str,
+        reason: str,
+        message: str,
+        warning: bool = False,
+    ) -> None:
+        """Records a Kubernetes Event about an object."""
+        ...
+
+    async def label_node(self, node: str, labels: dict[str, str | None]) -> None:
+        """Sets (or with None removes) node labels."""
+        ...

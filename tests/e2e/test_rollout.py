@@ -1,0 +1,365 @@
+"""Full rollouts: operator process + sandbox + simulator, with the invariants watched throughout."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from helpers.e2e import (
+    OperatorProcess,
+    SimulatorProcess,
+    operator_process,
+    simulator_process,
+    wait_for,
+)
+from helpers.invariants import InvariantMonitor
+from nodeos.sandbox import cluster, kwok
+from nodeos.simulator.fleet import read_journal
+
+pytestmark = pytest.mark.sandbox
+
+OLD, NEW = "v1.12.4", "v1.13.9"
+UPGRADES = ("machine.LifecycleService/Upgrade", "machine.MachineService/Upgrade")
+CP = ["cp-1", "cp-2", "cp-3"]
+WORKERS = [f"worker-{i}" for i in range(1, 6)]
+
+
+@dataclass
+class Env:
+    kube: client.ApiClient
+    sim: SimulatorProcess
+    op: OperatorProcess
+    namespace: str
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.kube)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.kube)
+
+    def apply_plan(self, name: str, **spec: Any) -> None:
+        body = {
+            "apiVersion": "nodeos.dev/v1alpha1",
+            "kind": "UpgradePlan",
+            "metadata": {"name": name},
+            "spec": {
+                "target": {"version": NEW},
+                "nodeSelector": {"matchLabels": {"type": "kwok"}},
+                **spec,
+            },
+        }
+        self.custom.create_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans", body)
+
+    def plan(self, name: str) -> dict[str, Any]:
+        plan: dict[str, Any] = self.custom.get_cluster_custom_object(
+            "nodeos.dev", "v1alpha1", "upgradeplans", name
+        )
+        return plan
+
+    def phase(self, name: str) -> str:
+        return str((self.plan(name).get("status") or {}).get("phase", ""))
+
+    def records(self, name: str) -> dict[str, dict[str, Any]]:
+        nodes = (self.plan(name).get("status") or {}).get("nodes") or []
+        return {n["name"]: n for n in nodes}
+
+    def wait_phase(self, name: str, phase: str, timeout_s: float = 120) -> dict[str, Any]:
+        try:
+            wait_for(f"plan {name} {phase}", lambda: self.phase(name) == phase, timeout_s)
+        except AssertionError:
+            status = self.plan(name).get("status")
+            raise AssertionError(f"plan {name} not {phase}: {status}\n{self.op.logs()}") from None
+        return self.plan(name)
+
+    def upgrade_calls(self) -> collections.Counter[str]:
+        calls = read_journal(self.sim.workdir / "calls.jsonl")
+        return collections.Counter(c.node for c in calls if c.method in UPGRADES and c.code == "OK")
+
+    def node(self, name: str) -> client.V1Node:
+        return self.core.read_node(name)
+
+    def events(self, name: str) -> list[str]:
+        listed = self.core.list_namespaced_event(
+            "default", field_selector=f"involvedObject.name={name}"
+        )
+        return [f"{e.reason}: {e.message}" for e in listed.items]
+
+
+@pytest.fixture
+def env_factory(
+    sandbox: cluster.Sandbox, kube: client.ApiClient, crds_installed: None, tmp_path: Path
+) -> Iterator[Any]:
+    stack: list[Any] = []
+
+    def make(*sim_args: str) -> Env:
+        sim_cm = simulator_process(sandbox, tmp_path / "sim", *sim_args)
+        sim = sim_cm.__enter__()
+        stack.append(sim_cm)
+        wait_for(
+            "simulated nodes Ready",
+            lambda: all(_ready(client.CoreV1Api(kube).read_node(n)) for n in sim.info["nodes"]),
+        )
+        namespace = f"w-{uuid.uuid4().hex[:6]}"
+        client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
+        op_cm = operator_process(sandbox, sim.talosconfig, tmp_path)
+        op = op_cm.__enter__()
+        stack.append(op_cm)
+        return Env(kube, sim, op, namespace)
+
+    yield make
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+    _cleanup(kube)
+
+
+def _cleanup(kube: client.ApiClient) -> None:
+    """Removes plans, workloads and nodes, so the next test starts from an empty fleet."""
+    core = client.CoreV1Api(kube)
+    for namespace in core.list_namespace().items:
+        if namespace.metadata.name.startswith("w-"):
+            with contextlib.suppress(ApiException):
+                core.delete_namespace(namespace.metadata.name)
+    wait_for(
+        "workload pods gone",
+        lambda: (
+            not [
+                p
+                for p in core.list_pod_for_all_namespaces().items
+                if p.metadata.namespace.startswith("w-")
+            ]
+        ),
+    )
+    custom = client.CustomObjectsApi(kube)
+    for plan in custom.list_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans")[
+        "items"
+    ]:
+        name = plan["metadata"]["name"]
+        custom.patch_cluster_custom_object(
+            "nodeos.dev", "v1alpha1", "upgradeplans", name, {"metadata": {"finalizers": None}}
+        )
+        with contextlib.suppress(ApiException):
+            custom.delete_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans", name)
+    core = client.CoreV1Api(kube)
+    for node in core.list_node(label_selector="type=kwok").items:
+        core.delete_node(node.metadata.name)
+    wait_for("nodes removed", lambda: not core.list_node(label_selector="type=kwok").items)
+
+
+def _ready(node: client.V1Node) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+
+def workload(env: Env, replicas: int, min_available: int, selector: dict[str, str]) -> None:
+    labels = {"app": "web"}
+    client.AppsV1Api(env.kube).create_namespaced_deployment(
+        env.namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeSelector": selector,
+                        "tolerations": [kwok.FAKE_NODE_TOLERATION],
+                        "containers": [{"name": "web", "image": "registry.invalid/web:1"}],
+                    },
+                },
+            },
+        },
+    )
+    client.PolicyV1Api(env.kube).create_namespaced_pod_disruption_budget(
+        env.namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {"minAvailable": min_available, "selector": {"matchLabels": labels}},
+        },
+    )
+
+    def running() -> bool:
+        pods = env.core.list_namespaced_pod(env.namespace, label_selector="app=web").items
+        return sum(1 for p in pods if p.status.phase == "Running") == replicas
+
+    wait_for("the workload to run", running)
+
+
+def assert_clean_finish(env: Env, plan: str, nodes: list[str]) -> None:
+    for name in nodes:
+        node = env.node(name)
+        assert node.status.node_info.os_image == f"Talos ({NEW})", name
+        assert not node.spec.unschedulable, f"{name} left cordoned"
+        assert "nodeos.dev/cordoned-by" not in (node.metadata.annotations or {}), name
+    calls = env.upgrade_calls()
+    assert {n: calls[n] for n in nodes} == dict.fromkeys(nodes, 1), "exactly one upgrade per node"
+    status = env.plan(plan)["status"]
+    assert status["inFlight"] == []
+    assert status["counts"]["updated"] == len(nodes)
+
+
+def test_mixed_fleet_rolls_control_plane_first_then_workers_two_at_a_time(
+    env_factory: Any, figures: list[str]
+) -> None:
+    env: Env = env_factory("--reboot-seconds", "2")
+    workload(env, replicas=10, min_available=8, selector={"type": "kwok"})
+    with InvariantMonitor(env.kube, set(CP + WORKERS), 2, pdb=(env.namespace, "web")) as watch:
+        started = time.monotonic()
+        env.apply_plan("mixed", strategy={"maxUnavailable": 2})
+        env.wait_phase("mixed", "Completed", 180)
+        elapsed = time.monotonic() - started
+    assert watch.violations == [], watch.violations[:5]
+    assert watch.samples > 20
+    assert watch.peak_unavailable == 2, "workers went two at a time"
+    assert_clean_finish(env, "mixed", CP + WORKERS)
+    records = env.records("mixed")
+    last_cp_done = max(records[n]["since"] for n in CP)
+    assert all(records[w]["since"] > last_cp_done for w in WORKERS)
+    events = env.events("mixed")
+    assert any("worker-3: Verifying -> Uncordoning" in e for e in events)
+    figures.append(
+        f"8-node rollout (3 CP + 5 workers, maxUnavailable 2, 2 s reboots): {elapsed:.1f}s"
+    )
+
+
+KILL_POINTS = (
+    {"Rebooting"},
+    {"Cordoning", "Draining", "Upgrading"},
+    {"Verifying", "Uncordoning", "Rebooting"},
+    {"Rebooting"},
+)
+
+
+def test_operator_killed_mid_rollout_resumes_without_breaking_invariants(
+    env_factory: Any,
+) -> None:
+    kill_at = KILL_POINTS
+    env: Env = env_factory("--reboot-seconds", "3")
+    workload(env, replicas=6, min_available=5, selector={"type": "kwok"})
+    with InvariantMonitor(env.kube, set(CP + WORKERS), 2, pdb=(env.namespace, "web")) as watch:
+        env.apply_plan("crashy", strategy={"maxUnavailable": 2})
+        for phases in kill_at:
+            wait_for(
+                f"a node in {sorted(phases)}",
+                lambda p=phases: any(r["phase"] in p for r in env.records("crashy").values()),
+                120,
+                interval_s=0.05,
+            )
+            env.op.kill()
+            time.sleep(1.0)
+            env.op.start()
+        env.wait_phase("crashy", "Completed", 240)
+    assert watch.violations == [], watch.violations[:5]
+    assert_clean_finish(env, "crashy", CP + WORKERS)
+    assert env.op.starts == 1 + len(kill_at)
+
+
+def test_drain_blocked_by_a_pdb_fails_the_node_at_the_timeout_without_rebooting(
+    env_factory: Any,
+) -> None:
+    env: Env = env_factory("--control-planes", "0", "--workers", "2", "--reboot-seconds", "1")
+    workload(env, replicas=1, min_available=1, selector={"kubernetes.io/hostname": "worker-1"})
+    env.apply_plan(
+        "blocked",
+        drain={"timeout": "4s", "onTimeout": "Fail"},
+        failurePolicy={"retries": 0, "maxFailures": 0},
+    )
+    plan = env.wait_phase("blocked", "Failed", 60)
+    record = env.records("blocked")["worker-1"]
+    assert record["phase"] == "Failed"
+    assert record["reason"] == "DrainTimeout"
+    assert "would violate the pod's disruption budget" in record["message"]
+    assert "not rebooting" in record["message"]
+    assert env.upgrade_calls()["worker-1"] == 0, "no reboot after a failed drain"
+    assert env.node("worker-1").status.node_info.os_image == f"Talos ({OLD})"
+    assert env.node("worker-1").spec.unschedulable, "kept cordoned and reported, not silent"
+    assert "FailureBudgetExhausted" in str(plan["status"]["conditions"])
+    assert any("NodeFailedDrainTimeout" in e for e in env.events("blocked"))
+
+
+def test_drain_timeout_can_skip_the_remaining_pods(env_factory: Any) -> None:
+    env: Env = env_factory("--control-planes", "0", "--workers", "1", "--reboot-seconds", "1")
+    workload(env, replicas=1, min_available=1, selector={"kubernetes.io/hostname": "worker-1"})
+    env.apply_plan("skip", drain={"timeout": "3s", "onTimeout": "SkipRemaining"})
+    env.wait_phase("skip", "Completed", 60)
+    assert_clean_finish(env, "skip", ["worker-1"])
+
+
+def test_faulty_nodes_are_reported_and_handled_per_failure_policy(env_factory: Any) -> None:
+    env: Env = env_factory(
+        "--control-planes",
+        "0",
+        "--workers",
+        "4",
+        "--reboot-seconds",
+        "1",
+        "--fault",
+        "worker-1=install-fails=3",
+        "--fault",
+        "worker-2=never-returns",
+        "--fault",
+        "worker-3=boot-fallback",
+    )
+    env.apply_plan(
+        "faults",
+        strategy={"maxUnavailable": 4},
+        failurePolicy={
+            "retries": 0,
+            "maxFailures": 3,
+            "nodeTimeout": "15s",
+            "uncordonOnFailure": True,
+        },
+    )
+    plan = env.wait_phase("faults", "Completed", 90)
+    records = env.records("faults")
+    assert records["worker-1"]["reason"] == "InstallFailed"
+    assert "installer exited with code 3" in records["worker-1"]["message"]
+    assert records["worker-2"]["reason"] == "NeverReturned"
+    assert records["worker-3"]["reason"] == "BootFallback"
+    assert f"came back on {OLD}, not {NEW}" in records["worker-3"]["message"]
+    assert records["worker-4"]["phase"] == "Done"
+    assert plan["status"]["counts"]["failed"] == 3
+    assert "Degraded" in str(plan["status"]["conditions"])
+    for name in ("worker-1", "worker-3"):
+        assert not env.node(name).spec.unschedulable, "uncordonOnFailure uncordoned it"
+    calls = env.upgrade_calls()
+    assert calls["worker-2"] == 1
+    assert calls["worker-3"] == 1
+
+
+def test_a_node_cordoned_by_someone_else_blocks_a_budget_of_one_and_says_so(
+    env_factory: Any,
+) -> None:
+    env: Env = env_factory("--control-planes", "0", "--workers", "2", "--reboot-seconds", "1")
+    env.core.patch_node("worker-2", {"spec": {"unschedulable": True}})
+    env.apply_plan("budget-one")
+    env.wait_phase("budget-one", "Waiting", 60)
+    message = env.plan("budget-one")["status"]["message"]
+    assert "already unavailable: worker-2" in message
+    assert env.upgrade_calls()["worker-1"] == 0
+
+
+def test_a_node_cordoned_beforehand_stays_cordoned(env_factory: Any) -> None:
+    env: Env = env_factory("--control-planes", "0", "--workers", "3", "--reboot-seconds", "1")
+    env.core.patch_node("worker-2", {"spec": {"unschedulable": True}})
+    # worker-2 spends one of the two slots for the whole rollout: one more node at a time.
+    with InvariantMonitor(env.kube, set(WORKERS[:3]), 1) as watch:
+        env.apply_plan("precordoned", strategy={"maxUnavailable": 2})
+        env.wait_phase("precordoned", "Completed", 90)
+    assert watch.violations == []
+    assert watch.peak_unavailable == 1
+    assert env.node("worker-2").spec.unschedulable, "someone else's cordon is kept"
+    assert not env.node("worker-1").spec.unschedulable
+    assert env.node("worker-2").status.node_info.os_image == f"Talos ({NEW})"
+    assert env.upgrade_calls()["worker-2"] == 1

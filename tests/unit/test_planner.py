@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nodeos.core import planner
+from nodeos.core.nodes import CONTROL_PLANE_LABEL, NodeView
+from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
+
+NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
+TARGET = "v1.13.9"
+
+
+def spec(**overrides: Any) -> UpgradePlanSpec:
+    body: dict[str, Any] = {
+        "target": {"version": TARGET},
+        "nodeSelector": {"matchLabels": {"pool": "a"}},
+    }
+    body.update(overrides)
+    return UpgradePlanSpec.model_validate(body)
+
+
+def node(
+    name: str,
+    *,
+    cp: bool = False,
+    ready: bool = True,
+    cordoned: bool = False,
+    by: str | None = None,
+    version: str = "v1.12.4",
+    zone: str = "",
+    priority: str | None = None,
+) -> NodeView:
+    labels = {"pool": "a"}
+    if cp:
+        labels[CONTROL_PLANE_LABEL] = ""
+    if zone:
+        labels["topology.kubernetes.io/zone"] = zone
+    if priority is not None:
+        labels["nodeos.dev/priority"] = priority
+    return NodeView(name, labels, ready, cordoned, by, f"Talos ({version})")
+
+
+def fleet(cps: int = 3, workers: int = 5) -> list[NodeView]:
+    return [node(f"cp-{i}", cp=True) for i in range(1, cps + 1)] + [
+        node(f"w-{i}") for i in range(1, workers + 1)
+    ]
+
+
+def done(*names: str) -> dict[str, NodeProgress]:
+    return {n: NodeProgress(name=n, phase="Done", since=NOW) for n in names}
+
+
+@pytest.mark.parametrize(
+    ("value", "total", "expected"),
+    [(1, 10, 1), (3, 10, 3), ("10%", 10, 1), ("25%", 10, 2), ("1%", 10, 1), ("100%", 8, 8)],
+)
+def test_max_unavailable(value: int | str, total: int, expected: int) -> None:
+    assert planner.max_unavailable(value, total) == expected
+
+
+def test_control_plane_first_one_at_a_time() -> None:
+    s = spec(strategy={"maxUnavailable": 3})
+    nodes = fleet()
+    assert planner.plan_step(s, {}, [], nodes, NOW).start == ("cp-1",)
+    decision = planner.plan_step(s, {}, ["cp-1"], nodes, NOW)
+    assert decision.start == ()
+    assert decision.waiting is not None
+    assert decision.waiting.reason == "ControlPlaneOneAtATime"
+    assert planner.plan_step(s, done("cp-1"), [], nodes, NOW).start == ("cp-2",)
+    after_cps = planner.plan_step(s, done("cp-1", "cp-2", "cp-3"), [], nodes, NOW)
+    assert after_cps.start == ("w-1", "w-2", "w-3")
+
+
+def test_workers_wait_for_every_control_plane_node() -> None:
+    decision = planner.plan_step(
+        spec(strategy={"maxUnavailable": 5}), done("cp-1"), ["cp-2"], fleet(), NOW
+    )
+    assert decision.start == ()
+
+
+def test_control_plane_last_and_excluded() -> None:
+    nodes = fleet(cps=2, workers=2)
+    last = spec(strategy={"maxUnavailable": 2, "controlPlane": {"ordering": "Last"}})
+    assert planner.plan_step(last, {}, [], nodes, NOW).start == ("w-1", "w-2")
+    assert planner.plan_step(last, done("w-1", "w-2"), [], nodes, NOW).start == ("cp-1",)
+    excluded = spec(strategy={"maxUnavailable": 2, "controlPlane": {"ordering": "Exclude"}})
+    decision = planner.plan_step(excluded, {}, [], nodes, NOW)
+    assert decision.start == ("w-1", "w-2")
+    assert decision.counts["total"] == 2
+
+
+def test_already_unavailable_nodes_count_against_the_budget() -> None:
+    nodes = [node("w-1"), node("w-2", ready=False), node("w-3"), node("w-4")]
+    decision = planner.plan_step(spec(strategy={"maxUnavailable": 2}), {}, [], nodes, NOW)
+    assert decision.start == ("w-1",)
+
+
+def test_a_node_cordoned_by_someone_else_goes_for_free() -> None:
+    nodes = [node("w-1"), node("w-2", cordoned=True), node("w-3")]
+    decision = planner.plan_step(spec(), {}, [], nodes, NOW)
+    assert decision.start == ("w-2",), "w-1 would be a second disruption; w-2 is already out"
+
+
+def test_ordering_by_zone_then_priority_then_name_operator_last() -> None:
+    nodes = [
+        node("w-a", zone="b"),
+        node("w-b", zone="a"),
+        node("w-c", zone="a", priority="10"),
+        node("w-op", zone="a"),
+    ]
+    ordered = planner.order_nodes(spec(), nodes, operator_node="w-op")
+    assert [n.name for n in ordered] == ["w-c", "w-b", "w-a", "w-op"]
+
+
+def test_nodes_on_the_target_version_are_not_touched() -> None:
+    nodes = [node("w-1", version=TARGET), node("w-2")]
+    decision = planner.plan_step(spec(), {}, [], nodes, NOW)
+    assert decision.up_to_date == ("w-1",)
+    assert decision.start == ("w-2",)
+
+
+def test_complete_when_every_node_is_terminal() -> None:
+    nodes = fleet(1, 1)
+    decision = planner.plan_step(spec(), done("cp-1", "w-1"), [], nodes, NOW)
+    assert decision.complete
+    assert decision.counts["updated"] == 2
+
+
+def test_paused_and_failure_budget_stop_new_starts() -> None:
+    nodes = fleet(0, 3)
+    paused = planner.plan_step(spec(paused=True), {}, [], nodes, NOW)
+    assert paused.start == ()
+    assert paused.waiting is not None
+    assert paused.waiting.reason == "Paused"
+    failed = {"w-1": NodeProgress(name="w-1", phase="Failed", reason="InstallFailed")}
+    stopped = planner.plan_step(spec(failurePolicy={"maxFailures": 0}), failed, [], nodes, NOW)
+    assert stopped.failed_budget_exhausted
+    assert stopped.start == ()
+    tolerated = planner.plan_step(spec(failurePolicy={"maxFailures": 1}), failed, [], nodes, NOW)
+    assert tolerated.start == ("w-2",)
+
+
+def test_retry_backoff_is_respected() -> None:
+    later = NOW + datetime.timedelta(minutes=1)
+    record = {"w-1": NodeProgress(name="w-1", phase="Pending", attempt=1, retry_at=later)}
+    nodes = fleet(0, 2)
+    assert planner.plan_step(spec(), record, [], nodes, NOW).start == ("w-2",)
+    assert planner.plan_step(spec(), record, [], nodes, later).start == ("w-1",)
+
+
+def test_canary_limits_the_first_batch() -> None:
+    s = spec(strategy={"maxUnavailable": 3, "canary": {"count": 1, "soak": "10m"}})
+    nodes = fleet(0, 5)
+    assert planner.plan_step(s, {}, [], nodes, NOW).start == ("w-1",)
+    assert planner.plan_step(s, {}, ["w-1"], nodes, NOW).start == ()
+    held = planner.plan_step(s, done("w-1"), [], nodes, NOW, canary_released=False)
+    assert held.start == ()
+    assert planner.plan_step(s, done("w-1"), [], nodes, NOW).start == ("w-2", "w-3", "w-4")
+
+
+def test_maintenance_window_gates_starts() -> None:
+    window = {"days": ["Thu"], "start": "13:00", "end": "14:00", "timeZone": "UTC"}
+    s = spec(maintenanceWindows=[window])
+    closed = planner.plan_step(s, {}, [], fleet(0, 1), NOW)
+    assert closed.start == ()
+    assert closed.next_window == datetime.datetime(2026, 11, 26, 13, 0, tzinfo=datetime.UTC)
+    opened = planner.plan_step(s, {}, [], fleet(0, 1), NOW + datetime.timedelta(hours=1))
+    assert opened.start == ("w-1",)
+
+
+def test_preview_batches() -> None:
+    decision = planner.plan_step(spec(strategy={"maxUnavailable": 2}), {}, [], fleet(2, 5), NOW)
+    assert decision.batches == (("cp-1",), ("cp-2",), ("w-1", "w-2"), ("w-3", "w-4"), ("w-5",))
+    assert decision.total_batches == 5
+
+
+node_states = st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    states=st.lists(node_states, min_size=1, max_size=12),
+    budget=st.integers(min_value=1, max_value=5),
+    flying=st.sets(st.integers(min_value=0, max_value=11), max_size=4),
+)
+def test_never_exceeds_max_unavailable_or_two_control_planes(
+    states: list[tuple[bool, bool, bool, bool]], budget: int, flying: set[int]
+) -> None:
+    nodes = [
+        node(f"n-{i:02d}", cp=cp, ready=ready, cordoned=cordoned)
+        for i, (cp, ready, cordoned, _) in enumerate(states)
+    ]
+    in_flight = [nodes[i].name for i in sorted(flying) if i < len(nodes)]
+    cps_in_flight = [n for n in nodes if n.name in in_flight and n.control_plane]
+    if len(cps_in_flight) > 1:
+        return  # not a state the planner can reach
+    s = spec(strategy={"maxUnavailable": budget})
+    decision = planner.plan_step(s, {}, in_flight, nodes, NOW)
+    before = {n.name for n in nodes if n.unavailable} | set(in_flight)
+    after = before | set(decision.start)
+    assert len(after) <= max(budget, len(before)), "never adds disruption past the budget"
+    assert len(in_flight) + len(decision.start) <= max(budget, len(in_flight))
+    starting_cps = [n for n in nodes if n.name in decision.start and n.control_plane]
+    assert len(starting_cps) + len(cps_in_flight) <= 1
+    if starting_cps:
+        assert not [n for n in in_flight if not next(x for x in nodes if x.name == n).control_plane]
+    assert all(n in {x.name for x in nodes if x.ready} for n in decision.start)
+    assert decision == planner.plan_step(s, {}, in_flight, list(reversed(nodes)), NOW)
