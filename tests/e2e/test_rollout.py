@@ -363,3 +363,26 @@ def test_a_node_cordoned_beforehand_stays_cordoned(env_factory: Any) -> None:
     assert not env.node("worker-1").spec.unschedulable
     assert env.node("worker-2").status.node_info.os_image == f"Talos ({NEW})"
     assert env.upgrade_calls()["worker-2"] == 1
+
+
+def test_a_standby_replica_takes_over_when_the_leader_dies(env_factory: Any) -> None:
+    env: Env = env_factory("--control-planes", "1", "--workers", "4", "--reboot-seconds", "3")
+    standby = env.op.start("op-b")  # a second replica: it must wait for the Lease
+    time.sleep(2)
+    with InvariantMonitor(env.kube, {"cp-1", *WORKERS[:4]}, 1) as watch:
+        env.apply_plan("takeover")
+        wait_for(
+            "a worker rebooting",
+            lambda: any(
+                r["phase"] == "Rebooting" and r["name"].startswith("worker")
+                for r in env.records("takeover").values()
+            ),
+            90,
+        )
+        assert "holding the lease" in env.op.replicas["op-a"].log.read_text()
+        assert "holding the lease" not in standby.log.read_text(), "one active writer"
+        env.op.kill("op-a")
+        env.wait_phase("takeover", "Completed", 150)
+    assert watch.violations == []
+    assert "holding the lease" in standby.log.read_text()
+    assert_clean_finish(env, "takeover", ["cp-1", *WORKERS[:4]])

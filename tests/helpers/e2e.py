@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,18 +88,18 @@ def simulator_process(
 
 @dataclass
 class OperatorProcess:
-    """A `nodeos run` process that tests can kill and restart."""
+    """`nodeos run` replicas (by identity) that tests can kill and restart."""
 
     sandbox: cluster.Sandbox
     talosconfig: Path
     workdir: Path
-    child: processes.Child | None = None
+    replicas: dict[str, processes.Child] = field(default_factory=dict)
     starts: int = 0
 
-    def start(self, identity: str = "op-a") -> None:
+    def start(self, identity: str = "op-a") -> processes.Child:
         self.starts += 1
         log = self.workdir / f"operator-{identity}-{self.starts}.log"
-        self.child = processes.start(
+        child = processes.start(
             f"operator-{identity}",
             [
                 sys.executable,
@@ -124,17 +124,20 @@ class OperatorProcess:
             log,
             env=dict(os.environ),
         )
+        self.replicas[identity] = child
+        return child
 
-    def kill(self) -> None:
+    def kill(self, identity: str = "op-a") -> None:
         """SIGKILL: no chance to clean up, as in a node crash."""
-        assert self.child is not None
-        os.killpg(self.child.pid, signal.SIGKILL)
-        assert self.child.process is not None
-        self.child.process.wait(timeout=10)
+        child = self.replicas[identity]
+        os.killpg(child.pid, signal.SIGKILL)
+        assert child.process is not None
+        child.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.child is not None and self.child.alive():
-            processes.stop(self.child)
+        for child in self.replicas.values():
+            if child.alive():
+                processes.stop(child)
 
     def logs(self) -> str:
         return "\n".join(
