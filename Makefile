@@ -26,8 +26,9 @@ unit: $(STAMP)
 e2e: $(STAMP) binaries
 	$(BIN)/pytest -p no:cacheprovider tests/e2e
 
-generate: $(STAMP) ## regenerate CRDs (crds/ and the chart copy) and docs/reference.md
+generate: $(STAMP) binaries ## regenerate CRDs, chart copy, reference, gRPC stubs, deploy/
 	$(BIN)/python -m nodeos.codegen
+	$(BIN)/python -m nodeos.codegen --render-chart
 
 binaries: $(STAMP) ## build the sandbox's Go binaries when missing (cached outside the repo)
 	$(BIN)/nodeos sandbox build

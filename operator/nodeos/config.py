@@ -28,6 +28,7 @@ class OperatorConfig:
     node_name: str | None
     pod_name: str | None
     poll_s: float
+    log_level: str = "INFO"
 
     @property
     def own_pod(self) -> tuple[str, str] | None:
@@ -84,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pod-name", default=env("POD_NAME"))
     parser.add_argument(
+        "--log-level",
+        default=env("NODEOS_LOG_LEVEL", "INFO"),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+    parser.add_argument(
         "--poll-interval",
         type=float,
         default=float(env("NODEOS_POLL", "0.5")),
@@ -108,4 +114,5 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         node_name=args.node_name,
         pod_name=args.pod_name,
         poll_s=args.poll_interval,
+        log_level=args.log_level,
     )

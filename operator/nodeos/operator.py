@@ -1,7 +1,9 @@
 """``nodeos run``: takes the leader Lease, then runs the kopf operator until told to stop.
 
-SIGTERM and SIGINT stop it cleanly: kopf stops the plan engines (whose state is already in each
-plan's status), the Lease is released so a standby takes over at once, and the process exits 0.
+A health endpoint (``GET /healthz`` on the health port) answers from the start, for the
+leader and standbys alike. SIGTERM and SIGINT stop it cleanly: kopf stops the plan engines
+(whose state is already in each plan's status), the Lease is released so a standby takes over
+at once, and the process exits 0.
 Losing the Lease stops the operator too and exits 1, so the pod restarts as a standby.
 """
 
@@ -13,13 +15,14 @@ import logging
 import signal
 
 import kopf
-from prometheus_client import start_http_server
+from prometheus_client import Gauge, start_http_server
 
 from nodeos.adapters.lease import LeaderElection
 from nodeos.config import OperatorConfig
 from nodeos.handlers import lifecycle
 
 log = logging.getLogger("nodeos")
+LEADER = Gauge("nodeos_leader", "1 while this replica holds the leader Lease and acts")
 
 
 async def run(cfg: OperatorConfig) -> int:
@@ -31,6 +34,9 @@ async def run(cfg: OperatorConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    start_http_server(cfg.metrics_port)
+    status = _Role()
+    health = await asyncio.start_server(status.answer, "0.0.0.0", cfg.health_port)
     election = None
     holder: asyncio.Task[None] | None = None
     if cfg.leader_election:
@@ -50,17 +56,19 @@ async def run(cfg: OperatorConfig) -> int:
             stop.set()
 
         holder = asyncio.create_task(election.hold(on_lost))
-    start_http_server(cfg.metrics_port)
+    status.leader = True
+    LEADER.set(1)
     log.info("nodeos operator %s active; metrics on :%d", cfg.identity, cfg.metrics_port)
     try:
         await kopf.operator(
             standalone=True,
             clusterwide=True,
             stop_flag=stop,
-            liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz",
             memo=kopf.Memo(config=cfg),
         )
     finally:
+        LEADER.set(0)
+        health.close()
         if holder is not None:
             holder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -70,9 +78,28 @@ async def run(cfg: OperatorConfig) -> int:
     return 1 if lost.is_set() else 0
 
 
+class _Role:
+    """Answers health checks with 200 and whether this replica leads."""
+
+    leader = False
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Any request gets 200: the process and its event loop are alive."""
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            body = b"leader\n" if self.leader else b"standby\n"
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            writer.write(head.encode() + body)
+            await writer.drain()
+        writer.close()
+
+
 def main(cfg: OperatorConfig) -> int:
     """Entry point of ``nodeos run``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     # kopf logs every handled node event at INFO; plan progress is in status and Events.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     return asyncio.run(run(cfg))

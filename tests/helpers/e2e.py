@@ -95,6 +95,8 @@ class OperatorProcess:
     workdir: Path
     replicas: dict[str, processes.Child] = field(default_factory=dict)
     starts: int = 0
+    kubeconfig: Path | None = None  # default: the sandbox admin
+    namespace: str = "nodeos-system"
 
     def start(self, identity: str = "op-a") -> processes.Child:
         self.starts += 1

@@ -211,3 +211,11 @@ def test_never_exceeds_max_unavailable_or_two_control_planes(
         assert not [n for n in in_flight if not next(x for x in nodes if x.name == n).control_plane]
     assert all(n in {x.name for x in nodes if x.ready} for n in decision.start)
     assert decision == planner.plan_step(s, {}, in_flight, list(reversed(nodes)), NOW)
+
+
+def test_gates_that_are_not_evaluated_yet_block_rather_than_being_ignored() -> None:
+    check = {"apiVersion": "v1", "kind": "Pod", "expression": "true"}
+    decision = planner.plan_step(spec(healthChecks=[check]), {}, [], fleet(0, 2), NOW)
+    assert decision.start == ()
+    assert decision.waiting is not None
+    assert decision.waiting.reason == "GateNotSupported"

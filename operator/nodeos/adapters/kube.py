@@ -15,11 +15,13 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import Counter
 
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
 from nodeos.ports.kube import ConflictError, Eviction, EvictionOutcome, PodView
 
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
+REQUESTS = Counter("nodeos_kube_requests_total", "Kubernetes API requests made by the engine")
 EVENT_NAMESPACE = "default"
 
 
@@ -34,6 +36,7 @@ class KubeClient:
 
     async def _run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         self.requests += 1
+        REQUESTS.inc()
         return await asyncio.to_thread(func, *args, **kwargs)
 
     async def get_plan(self, name: str) -> dict[str, Any]:
@@ -113,7 +116,7 @@ class KubeClient:
 
     async def node_ready(self, node: str) -> bool:
         """The Ready condition, fresh from the API."""
-        current = await self._run(self.core.read_node_status, node)
+        current = await self._run(self.core.read_node, node)
         return any(
             c.type == "Ready" and c.status == "True" for c in current.status.conditions or []
         )

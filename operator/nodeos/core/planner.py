@@ -142,6 +142,13 @@ def plan_step(
         )
     if spec.paused:
         return _wait(decision, "Paused", "spec.paused is true; in-flight nodes finish")
+    if spec.health_checks or spec.prometheus is not None:
+        return _wait(
+            decision,
+            "GateNotSupported",
+            "this nodeos version does not evaluate healthChecks or prometheus gates yet; "
+            "it will not roll without the gate you asked for. Remove them to proceed.",
+        )
     if not canary_released:
         return _wait(decision, "CanarySoak", "waiting after the canary batch")
     try:

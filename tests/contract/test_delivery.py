@@ -1,0 +1,270 @@
+"""What users install: the chart, the rendered manifests, dashboards, Argo CD checks, the image."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lupa
+import pytest
+import yaml
+
+from nodeos import codegen
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts/nodeos"
+
+# Every permission the operator uses, and why (docs/operating.md lists the same).
+EXPECTED_CLUSTER_RULES = [
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
+    {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {
+        "apiGroups": ["nodeos.dev"],
+        "resources": ["upgradeplans"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": ["nodeos.dev"], "resources": ["upgradeplans/status"], "verbs": ["patch"]},
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    },
+]
+
+
+def helm(binaries: dict[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binaries["helm"]), *args], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def rendered(binaries: dict[str, Path], *sets: str) -> list[dict[str, Any]]:
+    args = ["template", "nodeos", str(CHART), "--namespace", "nodeos-system"]
+    for value in sets:
+        args += ["--set", value]
+    result = helm(binaries, *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_chart_lints_clean(sandbox_binaries: dict[str, Path]) -> None:
+    result = helm(sandbox_binaries, "lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rendered_manifests_match_the_chart(sandbox_binaries: dict[str, Path]) -> None:
+    assert (REPO / codegen.RENDERED).read_text() == codegen.render_chart(REPO), (
+        "deploy/nodeos.yaml is stale: run `make generate`"
+    )
+
+
+def test_optional_objects_render_when_enabled(sandbox_binaries: dict[str, Path]) -> None:
+    kinds = [
+        d["kind"]
+        for d in rendered(
+            sandbox_binaries,
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+            "networkPolicy.enabled=true",
+            "talosServiceAccount.create=true",
+        )
+    ]
+    for kind in ("ServiceMonitor", "PrometheusRule", "NetworkPolicy", "ServiceAccount"):
+        assert kind in kinds
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("replicaCount=-1", "at '/replicaCount': minimum: got -1, want 0"),
+        ("osApi.endpoints=Everywhere", "value must be one of 'ControlPlane', 'Node'"),
+        ("osApi.port=70000", "at '/osApi/port': maximum: got 70,000, want 65,535"),
+        ("logLevel=LOUD", "at '/logLevel'"),
+        ("metrics.serviceMonitor.interval=soon", "at '/metrics/serviceMonitor/interval'"),
+        ("replicas=3", "additional properties 'replicas' not allowed"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_value(
+    sandbox_binaries: dict[str, Path], value: str, message: str
+) -> None:
+    result = helm(sandbox_binaries, "template", "nodeos", str(CHART), "--set", value)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_cluster_role_is_exactly_what_the_operator_uses(sandbox_binaries: dict[str, Path]) -> None:
+    docs = rendered(sandbox_binaries)
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert role["rules"] == EXPECTED_CLUSTER_RULES
+    lease = next(d for d in docs if d["kind"] == "Role")
+    assert lease["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+    text = json.dumps([role, lease])
+    assert "*" not in text, "no wildcards"
+
+
+def test_deployment_is_locked_down(sandbox_binaries: dict[str, Path]) -> None:
+    deployment = next(d for d in rendered(sandbox_binaries) if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "podAntiAffinity" in pod["affinity"]
+    env = {e["name"] for e in container["env"]}
+    assert {"POD_NAME", "POD_NAMESPACE", "NODE_NAME"} <= env
+
+
+def test_every_value_is_documented_in_the_chart_readme() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+
+    def keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+        found = []
+        for key, value in tree.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and value and key not in ("resources",):
+                found += keys(value, f"{path}.")
+            else:
+                found.append(path)
+        return found
+
+    missing = [key for key in keys(values) if f"`{key}`" not in readme]
+    assert missing == []
+
+
+def test_dashboard_queries_only_metrics_the_operator_exports() -> None:
+    from prometheus_client import REGISTRY
+
+    import nodeos.adapters.kube
+    import nodeos.engine.metrics
+    import nodeos.operator  # noqa: F401
+
+    exported = set()
+    for collector in list(REGISTRY._collector_to_names):
+        exported.update(REGISTRY._collector_to_names[collector])
+    dashboard = json.loads((REPO / "deploy/grafana/nodeos-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\bnodeos_[a-z_]+", e)}
+    assert used, "the dashboard queries nodeos metrics"
+    assert used <= exported, used - exported
+    rules = (CHART / "templates/prometheusrule.yaml").read_text()
+    assert set(re.findall(r"\bnodeos_[a-z_]+", rules)) <= exported
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "expected"),
+    [
+        ("upgradeplan", None, "Progressing"),
+        ("upgradeplan", {"phase": "Progressing"}, "Progressing"),
+        ("upgradeplan", {"phase": "Completed", "counts": {"failed": 0}}, "Healthy"),
+        ("upgradeplan", {"phase": "Completed", "counts": {"failed": 2}}, "Degraded"),
+        ("upgradeplan", {"phase": "Failed", "message": "budget spent"}, "Degraded"),
+        ("upgradeplan", {"phase": "Paused"}, "Suspended"),
+        ("upgradeplan", {"phase": "Completed", "observedGeneration": 1}, "Progressing"),
+        ("nodeosconfig", None, "Progressing"),
+        (
+            "nodeosconfig",
+            {"conditions": [{"type": "Ready", "status": "True", "message": "ok"}]},
+            "Healthy",
+        ),
+        (
+            "nodeosconfig",
+            {"conditions": [{"type": "Degraded", "status": "True", "message": "x"}]},
+            "Degraded",
+        ),
+    ],
+)
+def test_argocd_health_checks(kind: str, status: dict[str, Any] | None, expected: str) -> None:
+    script = (REPO / f"deploy/argocd/health-{kind}.lua").read_text()
+    runtime = lupa.LuaRuntime(unpack_returned_tuples=True)
+    obj: dict[str, Any] = {"metadata": {"generation": 2}}
+    if status is not None:
+        obj["status"] = {"observedGeneration": 2, **status}
+    lua_obj = _to_lua(runtime, obj)
+    result = runtime.eval(f"function(obj) {script} end")(lua_obj)
+    assert result["status"] == expected
+
+
+def _to_lua(runtime: Any, value: Any) -> Any:
+    if isinstance(value, dict):
+        return runtime.table_from({k: _to_lua(runtime, v) for k, v in value.items()})
+    if isinstance(value, list):
+        return runtime.table_from([_to_lua(runtime, v) for v in value])
+    return value
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), "--failure-threshold", "warning", str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_wheel_builds_and_its_entry_point_runs(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("nodeos-*.whl"))
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        timeout=120,
+    )
+    assert (target / "nodeos/osapi/v1/machine_pb2.py").exists()
+    assert (target / "nodeos/sandbox/gomod/kubernetes/go.sum").exists()
+    ran = subprocess.run(
+        [str(target / "bin/nodeos"), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "nodeos 0.1.0"
