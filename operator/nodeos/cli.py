@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--kubeconfig", type=Path, help="drive these nodes' Node objects")
     simulate.add_argument(
+        "--client-cert-validity",
+        type=float,
+        default=86400.0,
+        help="seconds the talosconfig's client certificate is valid (talosconfig-spare: 1 day)",
+    )
+    simulate.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -157,6 +163,7 @@ def _simulate(args: argparse.Namespace) -> int:
         per_node_addresses=args.per_node_addresses,
         kubeconfig=args.kubeconfig,
         faults=faults,
+        client_cert_validity_s=args.client_cert_validity,
     )
     try:
         run.node_specs(options)

@@ -27,9 +27,16 @@ EXPECTED_CLUSTER_RULES = [
     {
         "apiGroups": ["nodeos.dev"],
         "resources": ["upgradeplans"],
-        "verbs": ["get", "list", "watch", "patch"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": ["nodeos.dev"], "resources": ["upgradeplans/status"], "verbs": ["patch"]},
+    {
+        "apiGroups": ["nodeos.dev"],
+        "resources": ["nodeosconfigs"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": ["nodeos.dev"], "resources": ["nodeosconfigs/status"], "verbs": ["patch"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],

@@ -142,11 +142,25 @@ def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
                 for n in sim.info["nodes"]
             ),
         )
+        restricted = token_kubeconfig(sandbox, kubectl, tmp_path / "sa.kc")
+        for verb, allowed in (
+            ("list secrets -A", "no"),
+            ("patch nodes", "yes"),
+            ("create pods --subresource=eviction -A", "yes"),
+            ("delete nodes", "no"),
+        ):
+            answer = subprocess.run(
+                [str(kubectl), f"--kubeconfig={restricted}", "auth", "can-i", *verb.split()],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            assert answer == allowed, f"the ServiceAccount can {verb}: {answer}"
         op = OperatorProcess(
             sandbox,
             sim.talosconfig,
             tmp_path,
-            kubeconfig=token_kubeconfig(sandbox, kubectl, tmp_path / "sa.kc"),
+            kubeconfig=restricted,
             namespace=NAMESPACE,
         )
         op.start()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,10 +98,12 @@ class OperatorProcess:
     starts: int = 0
     kubeconfig: Path | None = None  # default: the sandbox admin
     namespace: str = "nodeos-system"
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def start(self, identity: str = "op-a") -> processes.Child:
         self.starts += 1
         log = self.workdir / f"operator-{identity}-{self.starts}.log"
+        self.metrics_ports[identity] = processes.free_port()
         child = processes.start(
             f"operator-{identity}",
             [
@@ -109,15 +112,15 @@ class OperatorProcess:
                 "nodeos",
                 "run",
                 "--kubeconfig",
-                str(self.sandbox.kubeconfig),
+                str(self.kubeconfig or self.sandbox.kubeconfig),
                 "--talosconfig",
                 str(self.talosconfig),
                 "--namespace",
-                "nodeos-system",
+                self.namespace,
                 "--identity",
                 identity,
                 "--metrics-port",
-                str(processes.free_port()),
+                str(self.metrics_ports[identity]),
                 "--health-port",
                 str(processes.free_port()),
                 "--poll-interval",
@@ -140,6 +143,11 @@ class OperatorProcess:
         for child in self.replicas.values():
             if child.alive():
                 processes.stop(child)
+
+    def metrics(self, identity: str = "op-a") -> str:
+        url = f"http://127.0.0.1:{self.metrics_ports[identity]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return str(reply.read().decode())
 
     def logs(self) -> str:
         return "\n".join(

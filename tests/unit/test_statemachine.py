@@ -178,3 +178,13 @@ def test_soak_keeps_the_slot() -> None:
     soaking = sm.after(at("Uncordoning"), sm.Action("Uncordon"), sm.Result(), c, NOW)
     assert soaking.phase == "Soaking"
     assert soaking.deadline == NOW + datetime.timedelta(minutes=5)
+
+
+def test_a_config_only_rollout_expects_the_version_the_node_had() -> None:
+    c = sm.Context(target=None, policy=RolloutPolicy())
+    p = at("Verifying", from_version="v1.12.4", deadline=LATER)
+    assert sm.after(p, sm.Action("Verify"), sm.Result(version="v1.12.4"), c, NOW).phase == (
+        "Uncordoning"
+    )
+    moved = sm.after(p, sm.Action("Verify"), sm.Result(version="v1.11.0"), c, NOW)
+    assert moved.reason == "BootFallback"

@@ -8,6 +8,7 @@ into a precondition (409 Conflict when the object moved on).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import json
@@ -186,9 +187,63 @@ class KubeClient:
         with contextlib.suppress(ApiException):  # best effort; the status says the same
             await self._run(self.core.create_namespaced_event, EVENT_NAMESPACE, body)
 
-    async def label_node(self, node: str, labels: dict[str, str | None]) -> None:
-        """Sets or removes labels."""
-        await self._run(self.core.patch_node, node, {"metadata": {"labels": labels}})
+    async def label_node(
+        self,
+        node: str,
+        labels: dict[str, str | None],
+        annotations: dict[str, str | None] | None = None,
+    ) -> None:
+        """Sets or removes labels (and annotations)."""
+        metadata: dict[str, Any] = {"labels": labels}
+        if annotations:
+            metadata["annotations"] = annotations
+        await self._run(self.core.patch_node, node, {"metadata": metadata})
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> tuple[str, bytes]:
+        """A Secret's resourceVersion and the decoded value of ``key``."""
+        secret = await self._run(self.core.read_namespaced_secret, name, namespace)
+        data = secret.data or {}
+        if key not in data:
+            raise KeyError(f"secret {namespace}/{name} has no key {key!r}")
+        return str(secret.metadata.resource_version), base64.b64decode(data[key])
+
+    async def apply_plan(self, body: dict[str, Any]) -> None:
+        """Creates the plan, or replaces spec, labels and owners of the existing one."""
+        name = body["metadata"]["name"]
+        try:
+            await self._run(self.custom.create_cluster_custom_object, GROUP, VERSION, PLURAL, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            current = await self.get_plan(name)
+            if current.get("spec") == body["spec"]:
+                return
+            patch = {
+                "metadata": {"ownerReferences": body["metadata"].get("ownerReferences")},
+                "spec": body["spec"],
+            }
+            await self._run(
+                self.custom.patch_cluster_custom_object, GROUP, VERSION, PLURAL, name, patch
+            )
+
+    async def delete_plan(self, name: str) -> None:
+        """Deletes the plan if it exists."""
+        try:
+            await self._run(self.custom.delete_cluster_custom_object, GROUP, VERSION, PLURAL, name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def patch_config_status(self, name: str, status: dict[str, Any]) -> None:
+        """Merges ``status`` into the NodeOSConfig's status."""
+        await self._run(
+            self.custom.patch_cluster_custom_object_status,
+            GROUP,
+            VERSION,
+            "nodeosconfigs",
+            name,
+            {"status": status},
+        )
 
 
 def _pod_view(pod: Any) -> PodView:

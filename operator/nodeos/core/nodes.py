@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 CORDONED_BY_ANNOTATION = "nodeos.dev/cordoned-by"
 OS_VERSION_LABEL = "nodeos.dev/os-version"
+REACHABLE_LABEL = "nodeos.dev/os-api-reachable"
+CONFIG_HASH_ANNOTATION = "nodeos.dev/config-hash"
+CONFIG_DRIFTED_ANNOTATION = "nodeos.dev/config-drifted"
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 _TALOS_OS_IMAGE = re.compile(r"\((v[0-9]+\.[0-9]+\.[0-9]+[^)]*)\)")
 
@@ -28,6 +31,7 @@ class NodeView:
     os_image: str
     address: str | None = None
     boot_id: str = ""
+    config_drifted: bool | None = None  # from the NodeOSConfig inventory; None = unknown
 
     @property
     def control_plane(self) -> bool:

@@ -65,6 +65,13 @@ def max_unavailable(value: int | str, total: int) -> int:
     return max(1, math.floor(total * percent / 100))
 
 
+def is_current(spec: UpgradePlanSpec, node: NodeView) -> bool:
+    """Whether the node already has what the plan rolls out (version, and config if any)."""
+    if spec.target.version is not None and node.os_version != spec.target.version:
+        return False
+    return spec.machine_config is None or node.config_drifted is False
+
+
 def order_nodes(
     spec: UpgradePlanSpec, nodes: Sequence[NodeView], operator_node: str | None
 ) -> list[NodeView]:
@@ -99,13 +106,12 @@ def plan_step(
     canary_released: bool = True,
 ) -> Decision:
     """The nodes to start now, and the plan's summary."""
-    target = spec.target.version
     ordered = order_nodes(spec, nodes, operator_node)
     by_name = {node.name: node for node in ordered}
     up_to_date = tuple(
         node.name
         for node in ordered
-        if node.name not in progress and node.name not in in_flight and node.os_version == target
+        if node.name not in progress and node.name not in in_flight and is_current(spec, node)
     )
     done_or_flying = set(in_flight) | set(up_to_date)
     remaining = [

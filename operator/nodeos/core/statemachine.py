@@ -65,7 +65,7 @@ class Result:
 class Context:
     """Everything besides the node's progress that decides its next phase."""
 
-    target: str
+    target: str | None  # None: keep the version the node had (a config-only rollout)
     policy: RolloutPolicy
     is_resume: bool = False
 
@@ -190,11 +190,12 @@ def after(
                 return _check_deadline(progress, ctx, now, result)
             return _enter(progress, "Verifying", now, deadline=_node_deadline(progress, ctx))
         case "Verify":
-            if result.version != ctx.target:
+            expected = ctx.target or progress.from_version
+            if result.version != expected:
                 return fail(
                     progress,
                     "BootFallback",
-                    f"came back on {result.version}, not {ctx.target} (boot fallback or "
+                    f"came back on {result.version}, not {expected} (boot fallback or "
                     "the install did not take)",
                     ctx,
                     now,

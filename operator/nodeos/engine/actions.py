@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from nodeos.core.machineconfig import PatchError, apply_patches, drifted
 from nodeos.core.nodes import NodeView
 from nodeos.core.statemachine import Action, Result
 from nodeos.engine.drain import drain_round
@@ -84,13 +85,30 @@ async def _drain(ctx: NodeContext, force: bool) -> Result:
 
 
 async def _install(ctx: NodeContext) -> Result:
-    image = ctx.spec.target.image or await _derived_image(ctx)
+    """Stages the machine config (if any), installs the OS (if needed), then reboots."""
+    wanted = ctx.spec.target.version
+    current = (await ctx.osapi.version(ctx.target)).tag
+    done: list[str] = []
+    if ctx.spec.machine_config is not None:
+        # Staged first: a legacy Upgrade reboots by itself and must pick the config up.
+        config = await ctx.osapi.read_file(ctx.target, CONFIG_PATH)
+        try:
+            patched = apply_patches(config, ctx.spec.machine_config.patches)
+        except PatchError as error:
+            return Result(ok=False, reason="InvalidPatch", message=str(error))
+        await ctx.osapi.apply_configuration(ctx.target, patched, "Staged")
+        done.append("staged the machine config")
     if ctx.node.control_plane:
         await _forfeit_leadership(ctx)
-    outcome = await ctx.osapi.install(ctx.target, image, ctx.spec.upgrade.api)
-    if not outcome.reboots_itself:
+    reboots_itself = False
+    if wanted is not None and wanted != current:
+        image = ctx.spec.target.image or await _derived_image(ctx)
+        outcome = await ctx.osapi.install(ctx.target, image, ctx.spec.upgrade.api)
+        reboots_itself = outcome.reboots_itself
+        done.append(f"installed {image}")
+    if not reboots_itself:
         await ctx.osapi.reboot(ctx.target, ctx.spec.upgrade.reboot_mode)
-    return Result(reboots_itself=outcome.reboots_itself, message=f"installed {image}")
+    return Result(reboots_itself=reboots_itself, message="; ".join(done))
 
 
 async def _resume_install(progress: NodeProgress, ctx: NodeContext) -> Result:
@@ -115,6 +133,14 @@ async def _await_reboot(progress: NodeProgress, ctx: NodeContext, resumed: bool)
 
 async def _verify(ctx: NodeContext) -> Result:
     version = (await ctx.osapi.version(ctx.target)).tag
+    if ctx.spec.machine_config is not None:
+        config = await ctx.osapi.read_file(ctx.target, CONFIG_PATH)
+        if drifted(config, ctx.spec.machine_config.patches):
+            return Result(
+                ok=False,
+                reason="ConfigNotApplied",
+                message="after the reboot the node's configuration still differs from the patches",
+            )
     ready = await ctx.kube.node_ready(ctx.node.name)
     if not ready:
         return Result(version=version, unhealthy=True, message="Node is not Ready yet")

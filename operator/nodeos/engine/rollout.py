@@ -15,7 +15,7 @@ import dataclasses
 import datetime
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from nodeos.engine.etcd import etcd_problem
 from nodeos.engine.routing import Routing
 from nodeos.engine.status import Draft, StatusStore
 from nodeos.models.common import Condition, parse_duration
+from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.rollout import RolloutPolicy
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
 from nodeos.ports.kube import KubeApi
@@ -38,6 +39,9 @@ _IDLE_WAKE_S = 5.0
 _RELEASING = frozenset({*planner.TERMINAL, "Pending"})
 
 
+OsApiFactory = Callable[[OsApiAccess], Awaitable[tuple[OsApi, Routing]]]
+
+
 @dataclass
 class EngineDeps:
     """The ports and settings every plan shares."""
@@ -45,6 +49,7 @@ class EngineDeps:
     kube: KubeApi
     osapi: OsApi
     routing: Routing
+    osapi_for: OsApiFactory | None = None  # a plan (or NodeOSConfig) with its own OS API access
     operator_node: str | None = None
     own_pod: tuple[str, str] | None = None
     clock: Callable[[], datetime.datetime] = field(
@@ -74,6 +79,9 @@ class PlanRollout:
         self.workers: dict[str, asyncio.Task[None]] = {}
         self._freed_at: float | None = None
         self._durations: list[float] = []
+        self.osapi: OsApi = deps.osapi
+        self.routing: Routing = deps.routing
+        self._access: OsApiAccess | None = None
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -98,6 +106,7 @@ class PlanRollout:
         body = self.body()
         spec = UpgradePlanSpec.model_validate(body["spec"])
         now = self.deps.clock()
+        await self._use_access(spec)
         await self._handle_spec_change(spec, body)
         selected = self._selected(spec)
         status = self.store.status
@@ -114,9 +123,9 @@ class PlanRollout:
         start = list(decision.start)
         if start and any(selected[name].control_plane for name in start):
             problem = await etcd_problem(
-                self.deps.osapi,
+                self.osapi,
                 [n for n in selected.values() if n.control_plane],
-                self.deps.routing.target,
+                self.routing.target,
             )
             if problem is not None:
                 start = []
@@ -128,6 +137,16 @@ class PlanRollout:
         await self.store.commit(lambda d: self._summarise(d, spec, body, decision, now))
         self._export_metrics()
         return self._sleep_for(now)
+
+    async def _use_access(self, spec: UpgradePlanSpec) -> None:
+        """Switches to the plan's own OS API access when it names one."""
+        if spec.os_api == self._access:
+            return
+        if spec.os_api is None or self.deps.osapi_for is None:
+            self.osapi, self.routing = self.deps.osapi, self.deps.routing
+        else:
+            self.osapi, self.routing = await self.deps.osapi_for(spec.os_api)
+        self._access = spec.os_api
 
     # -- slots and workers ---------------------------------------------------------------------
 
@@ -168,9 +187,9 @@ class PlanRollout:
                 plan=self.name,
                 spec=spec,
                 node=view,
-                target=self.deps.routing.target(view),
+                target=self.routing.target(view),
                 kube=self.deps.kube,
-                osapi=self.deps.osapi,
+                osapi=self.osapi,
                 own_pod=self.deps.own_pod,
             )
             result = await perform(action, progress, node_ctx)

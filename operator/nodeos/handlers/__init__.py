@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from nodeos.handlers import lifecycle, nodes, plans
+from nodeos.handlers import configs, lifecycle, nodes, plans
 
-__all__ = ["lifecycle", "nodes", "plans"]
+__all__ = ["configs", "lifecycle", "nodes", "plans"]

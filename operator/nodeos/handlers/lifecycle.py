@@ -11,11 +11,13 @@ from kubernetes import client, config
 
 from nodeos.adapters.kube import KubeClient
 from nodeos.adapters.osapi.client import TalosClient
-from nodeos.adapters.osapi.talosconfig import FileSource
+from nodeos.adapters.osapi.talosconfig import FileSource, SecretSource
 from nodeos.config import OperatorConfig
 from nodeos.engine import metrics
 from nodeos.engine.rollout import EngineDeps
 from nodeos.engine.routing import Routing
+from nodeos.models.common import parse_duration
+from nodeos.models.nodeapi import OsApiAccess
 from nodeos.ports.osapi import ErrorKind
 
 
@@ -46,8 +48,24 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.api_client = api
     memo.osapi = osapi
     memo.rollouts = {}
+    kube = KubeClient(api)
+
+    async def osapi_for(access: OsApiAccess) -> tuple[TalosClient, Routing]:
+        secret = access.talosconfig_secret
+
+        async def fetch() -> tuple[str, bytes]:
+            return await kube.read_secret_key(secret.namespace, secret.name, secret.key)
+
+        source = SecretSource(fetch, f"secret {secret.namespace}/{secret.name}", recheck_s=30)
+        found = await source.load()
+        client_ = TalosClient(
+            source, timeout_s=parse_duration(access.timeout).total_seconds(), observer=_observe
+        )
+        return client_, Routing(access.endpoints, found.endpoints, access.port)
+
     memo.deps = EngineDeps(
-        kube=KubeClient(api),
+        osapi_for=osapi_for,
+        kube=kube,
         osapi=osapi,
         routing=Routing(cfg.os_api_endpoints, credentials.endpoints, cfg.os_api_port),
         operator_node=cfg.node_name,

@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from nodeos.core.nodes import CORDONED_BY_ANNOTATION, NodeView
+from nodeos.core.nodes import CONFIG_DRIFTED_ANNOTATION, CORDONED_BY_ANNOTATION, NodeView
 
 
 @kopf.index("", "v1", "nodes")
@@ -30,15 +30,18 @@ def to_view(name: str, body: Any) -> NodeView:
     addresses = status.get("addresses") or []
     internal = next((a["address"] for a in addresses if a.get("type") == "InternalIP"), None)
     node_info = status.get("nodeInfo") or {}
+    annotations = metadata.get("annotations") or {}
+    drift = annotations.get(CONFIG_DRIFTED_ANNOTATION)
     return NodeView(
         name=name,
         labels=dict(metadata.get("labels") or {}),
         ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
         unschedulable=bool((body.get("spec") or {}).get("unschedulable")),
-        cordoned_by=(metadata.get("annotations") or {}).get(CORDONED_BY_ANNOTATION),
+        cordoned_by=annotations.get(CORDONED_BY_ANNOTATION),
         os_image=str(node_info.get("osImage", "")),
         address=internal,
         boot_id=str(node_info.get("bootID", "")),
+        config_drifted=None if drift is None else drift == "true",
     )
 
 

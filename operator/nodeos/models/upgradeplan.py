@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from nodeos.models.common import (
     NON_EMPTY_SELECTOR_RULE,
     ApiModel,
     Condition,
     LabelSelector,
+    cel,
 )
+from nodeos.models.nodeapi import MachineConfig, OsApiAccess
 from nodeos.models.resource import CrdInfo, PrinterColumn
 from nodeos.models.rollout import RolloutPolicy
 
@@ -39,10 +41,12 @@ NodePhase = Literal[
 class Target(ApiModel):
     """The OS the nodes should end up running."""
 
-    version: str = Field(
+    version: str | None = Field(
+        default=None,
         pattern=VERSION_PATTERN,
         max_length=64,
-        description="OS version as the OS API reports it, e.g. v1.13.9.",
+        description="OS version as the OS API reports it, e.g. v1.13.9. May be left out only "
+        "when the plan rolls machineConfig alone (nodes keep their version).",
         examples=["v1.13.9"],
     )
     image: str | None = Field(
@@ -58,6 +62,18 @@ class Target(ApiModel):
 class UpgradePlanSpec(RolloutPolicy):
     """What to roll out, to which nodes, and how."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.target.version) || has(self.machineConfig)",
+                    "target.version is required unless the plan rolls machineConfig",
+                    ".target.version",
+                )
+            ]
+        }
+    )
+
     target: Target
     node_selector: LabelSelector = Field(
         description="Nodes this plan upgrades. A node is claimed by one plan at a time; "
@@ -66,6 +82,15 @@ class UpgradePlanSpec(RolloutPolicy):
     )
     paused: bool = Field(
         default=False, description="Start no new nodes; nodes already in flight finish."
+    )
+    machine_config: MachineConfig | None = Field(
+        default=None,
+        description="Machine-config patches applied to each node during its upgrade (staged, "
+        "then the reboot applies them). Usually set by a NodeOSConfig.",
+    )
+    os_api: OsApiAccess | None = Field(
+        default=None,
+        description="How to reach these nodes' OS API. Default: the operator's talosconfig.",
     )
 
 

@@ -99,6 +99,27 @@ class KubeApi(Protocol):
         """Records a Kubernetes Event about an object."""
         ...
 
-    async def label_node(self, node: str, labels: dict[str, str | None]) -> None:
-        """Sets (or with None removes) node labels."""
+    async def label_node(
+        self,
+        node: str,
+        labels: dict[str, str | None],
+        annotations: dict[str, str | None] | None = None,
+    ) -> None:
+        """Sets (or with None removes) node labels and annotations."""
+        ...
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> tuple[str, bytes]:
+        """A Secret's resourceVersion and one decoded value."""
+        ...
+
+    async def apply_plan(self, body: dict[str, Any]) -> None:
+        """Creates the UpgradePlan, or replaces its spec when it exists."""
+        ...
+
+    async def delete_plan(self, name: str) -> None:
+        """Deletes an UpgradePlan (no error when it is gone)."""
+        ...
+
+    async def patch_config_status(self, name: str, status: dict[str, Any]) -> None:
+        """Merges into a NodeOSConfig's status."""
         ...

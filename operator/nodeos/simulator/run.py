@@ -1,6 +1,7 @@
 """``nodeos simulate``: runs a simulated fleet until stopped, and says how to reach it.
 
-Writes into ``--dir``: ``talosconfig`` (os:admin), ``talosconfig-reader`` (os:reader),
+Writes into ``--dir``: ``talosconfig`` (os:admin), ``talosconfig-spare`` (another os:admin
+certificate, for rotation), ``talosconfig-reader`` (os:reader),
 ``calls.jsonl`` (every call served) and ``simulator.json`` (endpoint, port, nodes and addresses),
 so tests, the operator and the demo in other processes can find it.
 """
@@ -8,6 +9,7 @@ so tests, the operator and the demo in other processes can find it.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import signal
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ class Options:
     per_node_addresses: bool = False
     kubeconfig: Path | None = None
     faults: dict[str, str] = field(default_factory=dict)
+    client_cert_validity_s: float = 86400.0
 
 
 def node_specs(options: Options) -> list[NodeSpec]:
@@ -62,7 +65,11 @@ async def serve(options: Options, stop: asyncio.Event) -> None:
         api = config.new_client_from_config(config_file=str(options.kubeconfig))  # type: ignore[no-untyped-call]
         driver = NodeDriver(api, fleet)
         await driver.start()
-    admin = simulator.write_talosconfig(options.workdir / "talosconfig")
+    admin = simulator.write_talosconfig(
+        options.workdir / "talosconfig",
+        validity=datetime.timedelta(seconds=options.client_cert_validity_s),
+    )
+    simulator.write_talosconfig(options.workdir / "talosconfig-spare")
     simulator.write_talosconfig(options.workdir / "talosconfig-reader", roles=("os:reader",))
     info = {
         "endpoint": simulator.endpoint,

@@ -1,0 +1,35 @@
+"""NodeOSConfig handlers: one controller per config; deleting it removes its rollout plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from nodeos.core.nodes import NodeView
+from nodeos.engine.fleet import ConfigController
+from nodeos.handlers.nodes import snapshot
+
+GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "nodeosconfigs"
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30.0)
+async def nodeosconfig_controller(
+    name: str, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any, **kwargs: Any
+) -> None:
+    """Keeps the config's inventory current and its nodes in the desired state."""
+    node_views: kopf.Index[str, NodeView] = kwargs["node_views"]
+    controller = ConfigController(
+        name, uid, memo.deps, nodes=lambda: snapshot(node_views), body=lambda: body
+    )
+    memo.rollouts[f"nodeosconfig/{name}"] = controller
+    try:
+        await controller.run(lambda: bool(stopped))
+    finally:
+        memo.rollouts.pop(f"nodeosconfig/{name}", None)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def nodeosconfig_deleted(name: str, memo: Any, **_: Any) -> None:
+    """Removes the generated plan; its own deletion handler uncordons what it cordoned."""
+    await memo.deps.kube.delete_plan(f"{name}-rollout")
