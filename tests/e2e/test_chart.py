@@ -132,16 +132,6 @@ def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
         "1",
     ) as sim:
         core = client.CoreV1Api(kube)
-        wait_for(
-            "nodes Ready",
-            lambda: all(
-                any(
-                    c.type == "Ready" and c.status == "True"
-                    for c in core.read_node(n).status.conditions or []
-                )
-                for n in sim.info["nodes"]
-            ),
-        )
         restricted = token_kubeconfig(sandbox, kubectl, tmp_path / "sa.kc")
         for verb, allowed in (
             ("list secrets -A", "no"),

@@ -114,17 +114,6 @@ def fleet_factory(
         sim_cm = simulator_process(sandbox, tmp_path / "sim", *sim_args)
         sim = sim_cm.__enter__()
         stack.append(sim_cm)
-        core = client.CoreV1Api(kube)
-        wait_for(
-            "nodes Ready",
-            lambda: all(
-                any(
-                    c.type == "Ready" and c.status == "True"
-                    for c in core.read_node(n).status.conditions or []
-                )
-                for n in sim.info["nodes"]
-            ),
-        )
         op = OperatorProcess(sandbox, sim.workdir / "talosconfig-spare", tmp_path)
         op.start()
         stack.append(op)

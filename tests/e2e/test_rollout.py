@@ -107,10 +107,6 @@ def env_factory(
         sim_cm = simulator_process(sandbox, tmp_path / "sim", *sim_args)
         sim = sim_cm.__enter__()
         stack.append(sim_cm)
-        wait_for(
-            "simulated nodes Ready",
-            lambda: all(_ready(client.CoreV1Api(kube).read_node(n)) for n in sim.info["nodes"]),
-        )
         namespace = f"w-{uuid.uuid4().hex[:6]}"
         client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
         op_cm = operator_process(sandbox, sim.talosconfig, tmp_path)
@@ -155,10 +151,6 @@ def _cleanup(kube: client.ApiClient) -> None:
     for node in core.list_node(label_selector="type=kwok").items:
         core.delete_node(node.metadata.name)
     wait_for("nodes removed", lambda: not core.list_node(label_selector="type=kwok").items)
-
-
-def _ready(node: client.V1Node) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
 
 
 def workload(env: Env, replicas: int, min_available: int, selector: dict[str, str]) -> None:

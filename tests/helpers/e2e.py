@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client, config
+
 from nodeos.sandbox import cluster, processes
+
+
+def node_ready(node: Any) -> bool:
+    """The Node's Ready condition is True."""
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
 
 
 def wait_for(
@@ -77,7 +84,13 @@ def simulator_process(
             timeout_s=60,
         )
         assert info_file.exists(), f"simulator exited:\n{processes.log_tail(log)}"
-        yield SimulatorProcess(workdir, child.process, json.loads(info_file.read_text()))
+        info = json.loads(info_file.read_text())
+        core = client.CoreV1Api(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
+        wait_for(
+            "the simulated nodes to be Ready",
+            lambda: all(node_ready(core.read_node(name)) for name in info["nodes"]),
+        )
+        yield SimulatorProcess(workdir, child.process, info)
     finally:
         if child.alive():
             os.killpg(child.pid, signal.SIGTERM)
