@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e binaries generate venv clean-venv
+.PHONY: demo test lint unit e2e bench binaries generate venv clean-venv
 
 demo: $(STAMP) binaries ## the live demo: sandbox + simulated fleet, shown as it happens
 	$(BIN)/nodeos demo
@@ -14,8 +14,8 @@ test: $(STAMP) binaries lint ## every test tier (static, unit, contract, compone
 	$(BIN)/pytest -p no:cacheprovider
 
 lint: $(STAMP) ## ruff, mypy --strict, import contracts
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff format --check operator tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m nodeos.codegen --check
@@ -29,6 +29,9 @@ e2e: $(STAMP) binaries
 generate: $(STAMP) binaries ## regenerate CRDs, chart copy, reference, gRPC stubs, deploy/
 	$(BIN)/python -m nodeos.codegen
 	$(BIN)/python -m nodeos.codegen --render-chart
+
+bench: $(STAMP) binaries ## rollout benchmark (run by hand): overhead, latency, footprint
+	$(BIN)/python benchmarks/rollout.py $(BENCH_ARGS)
 
 binaries: $(STAMP) ## build the sandbox's Go binaries when missing (cached outside the repo)
 	$(BIN)/nodeos sandbox build

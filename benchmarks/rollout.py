@@ -27,10 +27,11 @@ from kubernetes import client, config
 
 from nodeos import codegen
 from nodeos.models import crdgen
-from nodeos.sandbox import cluster, kwok, processes, toolchain
+from nodeos.sandbox import cluster, processes, toolchain
 
 
 def main() -> int:
+    """Runs one benchmark rollout and prints its figures as JSON."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--control-planes", type=int, default=3)
     parser.add_argument("--workers", type=int, default=17)
@@ -50,10 +51,27 @@ def main() -> int:
         client.CoreV1Api(api).create_namespace({"metadata": {"name": "nodeos-system"}})
         time.sleep(2)
         env = dict(os.environ)
-        sim = processes.start("simulator", [sys.executable, "-m", "nodeos", "simulate",
-            "--dir", str(workdir / "sim"), "--kubeconfig", str(sandbox.kubeconfig),
-            "--control-planes", str(args.control_planes), "--workers", str(args.workers),
-            "--reboot-seconds", str(args.reboot_seconds)], workdir / "sim.log", env=env)
+        sim = processes.start(
+            "simulator",
+            [
+                sys.executable,
+                "-m",
+                "nodeos",
+                "simulate",
+                "--dir",
+                str(workdir / "sim"),
+                "--kubeconfig",
+                str(sandbox.kubeconfig),
+                "--control-planes",
+                str(args.control_planes),
+                "--workers",
+                str(args.workers),
+                "--reboot-seconds",
+                str(args.reboot_seconds),
+            ],
+            workdir / "sim.log",
+            env=env,
+        )
         children.append(sim)
         while not (workdir / "sim" / "simulator.json").exists():
             time.sleep(0.2)
@@ -62,28 +80,56 @@ def main() -> int:
         while sum(1 for n in core.list_node().items if _ready(n)) < total:
             time.sleep(0.5)
         metrics_port = processes.free_port()
-        op = processes.start("operator", [sys.executable, "-m", "nodeos", "run",
-            "--kubeconfig", str(sandbox.kubeconfig), "--talosconfig",
-            str(workdir / "sim" / "talosconfig"), "--namespace", "nodeos-system",
-            "--metrics-port", str(metrics_port), "--health-port", str(processes.free_port()),
-            "--poll-interval", "0.2"], workdir / "operator.log", env=env)
+        op = processes.start(
+            "operator",
+            [
+                sys.executable,
+                "-m",
+                "nodeos",
+                "run",
+                "--kubeconfig",
+                str(sandbox.kubeconfig),
+                "--talosconfig",
+                str(workdir / "sim" / "talosconfig"),
+                "--namespace",
+                "nodeos-system",
+                "--metrics-port",
+                str(metrics_port),
+                "--health-port",
+                str(processes.free_port()),
+                "--poll-interval",
+                "0.2",
+            ],
+            workdir / "operator.log",
+            env=env,
+        )
         children.append(op)
         time.sleep(3)
         cpu_before = _cpu_seconds(op.pid)
         requests_before = _metric(metrics_port, "nodeos_kube_requests_total")
         custom = client.CustomObjectsApi(api)
         started = time.monotonic()
-        custom.create_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans", {
-            "apiVersion": "nodeos.dev/v1alpha1", "kind": "UpgradePlan",
-            "metadata": {"name": "bench"},
-            "spec": {"target": {"version": "v1.13.9"},
-                     "nodeSelector": {"matchLabels": {"type": "kwok"}},
-                     "strategy": {"maxUnavailable": args.max_unavailable}}})
+        custom.create_cluster_custom_object(
+            "nodeos.dev",
+            "v1alpha1",
+            "upgradeplans",
+            {
+                "apiVersion": "nodeos.dev/v1alpha1",
+                "kind": "UpgradePlan",
+                "metadata": {"name": "bench"},
+                "spec": {
+                    "target": {"version": "v1.13.9"},
+                    "nodeSelector": {"matchLabels": {"type": "kwok"}},
+                    "strategy": {"maxUnavailable": args.max_unavailable},
+                },
+            },
+        )
         peak_rss = 0
         while True:
             peak_rss = max(peak_rss, _rss_mib(op.pid))
-            plan = custom.get_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans",
-                                                    "bench")
+            plan = custom.get_cluster_custom_object(
+                "nodeos.dev", "v1alpha1", "upgradeplans", "bench"
+            )
             if (plan.get("status") or {}).get("phase") in ("Completed", "Failed"):
                 break
             time.sleep(0.25)
@@ -92,22 +138,30 @@ def main() -> int:
         batches = args.control_planes + math.ceil(args.workers / args.max_unavailable)
         ideal = batches * args.reboot_seconds
         mean_node = _metric(metrics_port, "nodeos_node_upgrade_duration_seconds_sum") / max(
-            1.0, _metric(metrics_port, "nodeos_node_upgrade_duration_seconds_count"))
+            1.0, _metric(metrics_port, "nodeos_node_upgrade_duration_seconds_count")
+        )
         requests = _metric(metrics_port, "nodeos_kube_requests_total") - requests_before
         latency = _histogram_quantiles(metrics_port, "nodeos_transition_latency_seconds")
-        print(json.dumps({
-            "nodes": total, "maxUnavailable": args.max_unavailable, "phase": phase,
-            "wall_s": round(wall, 1),
-            "simulated_node_time_s (reboot)": args.reboot_seconds,
-            "sum_of_node_times_s": round(args.reboot_seconds * total, 1),
-            "ideal_s (batches x node time)": round(ideal, 1),
-            "measured_mean_node_time_s (cordon->done)": round(mean_node, 2),
-            "overhead_ratio (wall / ideal)": round(wall / ideal, 3),
-            "transition_latency_s": latency,
-            "kube_requests_per_node": round(requests / total, 1),
-            "operator_peak_rss_mib": peak_rss,
-            "operator_cpu_s": round(_cpu_seconds(op.pid) - cpu_before, 1),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "nodes": total,
+                    "maxUnavailable": args.max_unavailable,
+                    "phase": phase,
+                    "wall_s": round(wall, 1),
+                    "simulated_node_time_s (reboot)": args.reboot_seconds,
+                    "sum_of_node_times_s": round(args.reboot_seconds * total, 1),
+                    "ideal_s (batches x node time)": round(ideal, 1),
+                    "measured_mean_node_time_s (cordon->done)": round(mean_node, 2),
+                    "overhead_ratio (wall / ideal)": round(wall / ideal, 3),
+                    "transition_latency_s": latency,
+                    "kube_requests_per_node": round(requests / total, 1),
+                    "operator_peak_rss_mib": peak_rss,
+                    "operator_cpu_s": round(_cpu_seconds(op.pid) - cpu_before, 1),
+                },
+                indent=2,
+            )
+        )
         return 0 if phase == "Completed" else 1
     finally:
         for child in reversed(children):
@@ -122,8 +176,11 @@ def _ready(node: object) -> bool:
 
 def _metric(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
 
 
 def _histogram_quantiles(port: int, name: str) -> dict[str, float | None]:
@@ -137,7 +194,8 @@ def _histogram_quantiles(port: int, name: str) -> dict[str, float | None]:
     result: dict[str, float | None] = {"count": count}
     for q in (0.5, 0.99):
         result[f"p{int(q * 100)}_at_most"] = next(
-            (b for b, c in buckets if count and c >= q * count), None)
+            (b for b, c in buckets if count and c >= q * count), None
+        )
     return result
 
 
