@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
-from nodeos.ports.kube import ConflictError, Eviction, EvictionOutcome, PodView
+from nodeos.ports.kube import ConflictError, Eviction, EvictionOutcome, NotFoundError, PodView
 
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
 REQUESTS = Counter("nodeos_kube_requests_total", "Kubernetes API requests made by the engine")
@@ -42,9 +42,14 @@ class KubeClient:
 
     async def get_plan(self, name: str) -> dict[str, Any]:
         """The UpgradePlan object."""
-        plan: dict[str, Any] = await self._run(
-            self.custom.get_cluster_custom_object, GROUP, VERSION, PLURAL, name
-        )
+        try:
+            plan: dict[str, Any] = await self._run(
+                self.custom.get_cluster_custom_object, GROUP, VERSION, PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise NotFoundError(name) from None
+            raise
         return plan
 
     async def patch_plan_status(

@@ -38,6 +38,7 @@ from nodeos.engine.routing import Routing
 from nodeos.models.common import parse_duration
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.nodeosconfig import NodeOSConfigSpec
+from nodeos.ports.kube import NotFoundError
 from nodeos.ports.osapi import CONFIG_PATH, ApplyMode, OsApi, OsApiError
 
 _MIN_GAP_S = 2.0
@@ -248,8 +249,8 @@ class ConfigController:
         self, spec: NodeOSConfigSpec, versions_behind: list[str], reboot_needed: list[str]
     ) -> str | None:
         try:
-            current = await self.deps.kube.get_plan(self.plan_name)
-        except Exception:
+            current: dict[str, Any] | None = await self.deps.kube.get_plan(self.plan_name)
+        except NotFoundError:
             current = None
         phase = ((current or {}).get("status") or {}).get("phase")
         if not versions_behind and not reboot_needed:

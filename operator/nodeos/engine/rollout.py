@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from nodeos.ports.kube import KubeApi
 from nodeos.ports.osapi import OsApi
 
 RETRY_ANNOTATION = "nodeos.dev/retry"
+_WORKER_RETRY_S = 2.0
+log = logging.getLogger(__name__)
 _IDLE_WAKE_S = 5.0
 _RELEASING = frozenset({*planner.TERMINAL, "Pending"})
 
@@ -134,6 +137,8 @@ class PlanRollout:
             await self.store.commit(lambda d: self._claim(d, start, now))
             for name in start:
                 self._spawn(name, resumed=False)
+        for name in self.store.status.in_flight:
+            self._spawn(name, resumed=True)  # only where no worker runs (one failed)
         await self.store.commit(lambda d: self._summarise(d, spec, body, decision, now))
         self._export_metrics()
         return self._sleep_for(now)
@@ -166,6 +171,12 @@ class PlanRollout:
     async def _work(self, name: str, resumed: bool) -> None:
         try:
             await self._drive(name, resumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The node keeps its slot; the next step resumes it as after a restart.
+            log.exception("%s: the worker for %s failed; resuming it shortly", self.name, name)
+            await asyncio.sleep(_WORKER_RETRY_S)
         finally:
             self.wake.set()
 

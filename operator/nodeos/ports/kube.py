@@ -11,6 +11,10 @@ class ConflictError(Exception):
     """A resourceVersion-guarded write lost a race: re-read and try again."""
 
 
+class NotFoundError(Exception):
+    """The object does not exist."""
+
+
 @dataclass(frozen=True)
 class PodView:
     """A pod on a node being drained."""
@@ -45,7 +49,7 @@ class KubeApi(Protocol):
     """The cluster, as the engine uses it."""
 
     async def get_plan(self, name: str) -> dict[str, Any]:
-        """The UpgradePlan object (with metadata.resourceVersion)."""
+        """The UpgradePlan object (with metadata.resourceVersion); NotFoundError if absent."""
         ...
 
     async def patch_plan_status(
