@@ -50,6 +50,9 @@ async def run(cfg: OperatorConfig) -> int:
             acquiring.cancel()
             return 0
         stopping.cancel()
+        if acquiring.exception() is not None:
+            log.error("cannot take the leader Lease: %s", acquiring.exception())
+            return 2
 
         def on_lost() -> None:
             lost.set()

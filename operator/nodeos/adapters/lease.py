@@ -19,6 +19,10 @@ from kubernetes.client.exceptions import ApiException
 log = logging.getLogger(__name__)
 
 
+class LeaseError(RuntimeError):
+    """The Lease cannot be used at all (missing namespace, no permission)."""
+
+
 class LeaderElection:
     """Holds one Lease for one identity."""
 
@@ -80,7 +84,7 @@ class LeaderElection:
                 self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
 
     def _try_acquire(self) -> bool:
-        now = datetime.datetime.now(datetime.UTC)
+        now = _micro_time()
         try:
             lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
         except ApiException as error:
@@ -101,6 +105,16 @@ class LeaderElection:
             except ApiException as create_error:
                 if create_error.status == 409:
                     return False
+                if create_error.status == 404:
+                    raise LeaseError(
+                        f"namespace {self.namespace!r} does not exist: create it, or pass "
+                        "--namespace with the operator's namespace"
+                    ) from None
+                if create_error.status == 403:
+                    raise LeaseError(
+                        f"not allowed to create the Lease {self.namespace}/{self.name}: "
+                        f"{create_error.reason}"
+                    ) from None
                 raise
             return True
         spec = lease.spec or client.V1LeaseSpec()
@@ -125,3 +139,9 @@ class LeaderElection:
                 return False
             raise
         return True
+
+
+def _micro_time() -> datetime.datetime:
+    """Now, never on a whole second: the client then drops the fraction the API requires."""
+    now = datetime.datetime.now(datetime.UTC)
+    return now if now.microsecond else now.replace(microsecond=1)
