@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ def build_fleet(
         nodes.append(
             SimulatedNode(
                 name=spec.name,
-                address=f"127.0.0.{first_address + index}",
+                address=str(ipaddress.IPv4Address("127.0.0.0") + first_address + index),
                 version=version,
                 control_plane=spec.control_plane,
                 reboot_seconds=reboot_seconds,
