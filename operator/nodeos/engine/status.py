@@ -1,8 +1,9 @@
 """The plan's status, kept in memory and written back with resourceVersion-guarded patches.
 
 The engine is the status's only writer, so it works on its own copy; every change goes through
-``commit``, which serialises writers, patches the whole status with the last resourceVersion,
-and on a conflict (someone edited the plan) re-reads the object and re-applies the change.
+``commit``, which serialises writers (batching changes that arrive during a write), patches the
+whole status with the last resourceVersion, and on a conflict (someone edited the plan)
+re-reads the object and re-applies the changes.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class StatusStore:
         self.annotations: dict[str, str] = {}
         self.writes = 0
         self._lock = asyncio.Lock()
+        self._pending: list[tuple[Mutation, asyncio.Future[UpgradePlanStatus]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def load(self) -> dict[str, Any]:
         """Reads the plan; returns the whole object."""
@@ -59,25 +62,52 @@ class StatusStore:
         return body
 
     async def commit(self, mutate: Mutation) -> UpgradePlanStatus:
-        """Applies ``mutate`` and writes it; the in-memory copy changes only once it is stored."""
+        """Applies ``mutate`` and returns once it is stored (resourceVersion-guarded).
+
+        Changes that arrive while a write is in flight are stored together by the next write,
+        in arrival order, so many workers cost few writes; each caller still waits for its own
+        change to be durable. The in-memory copy changes only once the write succeeded.
+        """
+        done: asyncio.Future[UpgradePlanStatus] = asyncio.get_running_loop().create_future()
+        self._pending.append((mutate, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
         async with self._lock:
-            for _ in range(_MAX_CONFLICTS):
-                draft = Draft(self.status)
-                mutate(draft)
-                status = draft.to_status()
-                if status == self.status:
-                    return status
+            while self._pending:
+                batch, self._pending = self._pending, []
                 try:
-                    self.resource_version = await self.kube.patch_plan_status(
-                        self.name, _payload(status), self.resource_version
-                    )
-                except ConflictError:
-                    await self.load()
+                    status = await self._write([mutate for mutate, _ in batch])
+                except Exception as error:  # every waiter of this batch learns it failed
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(error)
                     continue
-                self.status = status
-                self.writes += 1
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(status)
+
+    async def _write(self, mutations: list[Mutation]) -> UpgradePlanStatus:
+        for _ in range(_MAX_CONFLICTS):
+            draft = Draft(self.status)
+            for mutate in mutations:
+                mutate(draft)
+            status = draft.to_status()
+            if status == self.status:
                 return status
-            raise ConflictError(f"{self.name}: status kept changing under us")
+            try:
+                self.resource_version = await self.kube.patch_plan_status(
+                    self.name, _payload(status), self.resource_version
+                )
+            except ConflictError:
+                await self.load()
+                continue
+            self.status = status
+            self.writes += 1
+            return status
+        raise ConflictError(f"{self.name}: status kept changing under us")
 
 
 def _payload(status: UpgradePlanStatus) -> dict[str, Any]:
