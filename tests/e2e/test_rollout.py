@@ -388,3 +388,18 @@ def test_a_standby_replica_takes_over_when_the_leader_dies(env_factory: Any) -> 
     assert watch.violations == []
     assert "holding the lease" in env.op.replicas[standby].log.read_text()
     assert_clean_finish(env, "takeover", ["cp-1", *WORKERS[:4]])
+
+
+def test_an_overlapping_plan_queues_until_the_first_one_finishes(env_factory: Any) -> None:
+    env: Env = env_factory("--control-planes", "0", "--workers", "2", "--reboot-seconds", "2")
+    env.apply_plan("first")
+    wait_for("the first plan to start", lambda: env.phase("first") == "Progressing", 30)
+    time.sleep(1.1)  # creationTimestamp has a one-second resolution
+    env.apply_plan("second", target={"version": "v1.14.0"})
+    wait_for("the second plan to queue", lambda: env.phase("second") == "Queued", 30)
+    assert "UpgradePlan first" in env.plan("second")["status"]["message"]
+    assert env.upgrade_calls()["worker-1"] <= 1, "only the first plan touches nodes"
+    env.wait_phase("first", "Completed", 60)
+    env.wait_phase("second", "Completed", 90)
+    assert env.node("worker-1").status.node_info.os_image == "Talos (v1.14.0)"
+    assert env.upgrade_calls() == {"worker-1": 2, "worker-2": 2}

@@ -219,3 +219,32 @@ def test_gates_that_are_not_evaluated_yet_block_rather_than_being_ignored() -> N
     assert decision.start == ()
     assert decision.waiting is not None
     assert decision.waiting.reason == "GateNotSupported"
+
+
+def ref(
+    name: str, created: str, selector: dict[str, object], phase: str = "Progressing"
+) -> planner.PlanRef:
+    return planner.PlanRef(name=name, created=created, phase=phase, selector=selector)
+
+
+def test_a_younger_plan_selecting_the_same_nodes_queues_behind_the_older() -> None:
+    nodes = [node("w-1"), node("w-2")]
+    everyone = {"matchLabels": {"pool": "a"}}
+    older = ref("first", "2026-11-26T10:00:00Z", everyone)
+    younger = ref("second", "2026-11-26T11:00:00Z", everyone)
+    assert planner.queued_behind(younger, [older, younger], nodes) == "first"
+    assert planner.queued_behind(older, [older, younger], nodes) is None
+    done = ref("first", "2026-11-26T10:00:00Z", everyone, phase="Completed")
+    assert planner.queued_behind(younger, [done], nodes) is None
+    elsewhere = ref("other", "2026-11-26T09:00:00Z", {"matchLabels": {"pool": "b"}})
+    assert planner.queued_behind(younger, [elsewhere], nodes) is None
+    same_time = ref("a-plan", "2026-11-26T11:00:00Z", everyone)
+    assert planner.queued_behind(younger, [same_time], nodes) == "a-plan", "ties: by name"
+
+
+def test_a_queued_plan_starts_nothing_and_says_behind_whom() -> None:
+    decision = planner.plan_step(spec(), {}, [], fleet(0, 2), NOW, behind="first")
+    assert decision.start == ()
+    assert decision.waiting is not None
+    assert decision.waiting.reason == "Queued"
+    assert "UpgradePlan first" in decision.waiting.message

@@ -23,13 +23,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeos.core import windows
-from nodeos.core.nodes import NodeView
+from nodeos.core.nodes import NodeView, matches
 from nodeos.models.common import parse_duration
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
 
 TERMINAL = frozenset({"Done", "Failed", "RolledBack", "Skipped"})
 FAILED = frozenset({"Failed", "RolledBack"})
 PREVIEW_BATCHES = 20
+
+
+@dataclass(frozen=True)
+class PlanRef:
+    """Another plan, as far as claiming nodes goes."""
+
+    name: str
+    created: str  # RFC 3339 creationTimestamp; ties are broken by name
+    phase: str
+    selector: Mapping[str, object]
+
+
+def queued_behind(me: PlanRef, others: Sequence[PlanRef], nodes: Sequence[NodeView]) -> str | None:
+    """The older, unfinished plan that selects one of my nodes (a node has one plan at a time)."""
+    mine = [node for node in nodes if matches(me.selector, node.labels)]
+    for other in sorted(others, key=lambda p: (p.created, p.name)):
+        if other.name == me.name or other.phase in ("Completed", "Failed"):
+            continue
+        if (other.created, other.name) >= (me.created, me.name):
+            continue
+        if any(matches(other.selector, node.labels) for node in mine):
+            return other.name
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,8 +127,9 @@ def plan_step(
     *,
     operator_node: str | None = None,
     canary_released: bool = True,
+    behind: str | None = None,
 ) -> Decision:
-    """The nodes to start now, and the plan's summary."""
+    """The nodes to start now, and the plan's summary (``behind``: see ``queued_behind``)."""
     ordered = order_nodes(spec, nodes, operator_node)
     by_name = {node.name: node for node in ordered}
     up_to_date = tuple(
@@ -145,6 +169,12 @@ def plan_step(
             decision,
             "FailureBudgetExhausted",
             f"{failures} node(s) failed; maxFailures is {spec.failure_policy.max_failures}",
+        )
+    if behind is not None and not in_flight:
+        return _wait(
+            decision,
+            "Queued",
+            f"selects nodes of UpgradePlan {behind}, which came first; waiting for it to finish",
         )
     if spec.paused:
         return _wait(decision, "Paused", "spec.paused is true; in-flight nodes finish")

@@ -71,12 +71,14 @@ class PlanRollout:
         deps: EngineDeps,
         nodes: Callable[[], Mapping[str, NodeView]],
         body: Callable[[], Mapping[str, Any]],
+        plans: Callable[[], list[planner.PlanRef]] = list,
     ) -> None:
         self.name = name
         self.uid = uid
         self.deps = deps
         self.nodes = nodes
         self.body = body
+        self.plans = plans
         self.store = StatusStore(deps.kube, name)
         self.wake = asyncio.Event()
         self.workers: dict[str, asyncio.Task[None]] = {}
@@ -122,6 +124,16 @@ class PlanRollout:
             now,
             operator_node=self.deps.operator_node,
             canary_released=await self._canary_released(spec, selected, progress, now),
+            behind=planner.queued_behind(
+                planner.PlanRef(
+                    self.name,
+                    str(body["metadata"].get("creationTimestamp", "")),
+                    status.phase,
+                    spec.node_selector.to_api(),
+                ),
+                self.plans(),
+                list(self.nodes().values()),
+            ),
         )
         start = list(decision.start)
         if start and any(selected[name].control_plane for name in start):
@@ -346,7 +358,7 @@ class PlanRollout:
             if decision.waiting:
                 message += f"; {decision.waiting.message}"
         elif decision.waiting is not None:
-            phase = "Paused" if decision.waiting.reason == "Paused" else "Waiting"
+            phase = {"Paused": "Paused", "Queued": "Queued"}.get(decision.waiting.reason, "Waiting")
             message = decision.waiting.message
         else:
             phase = "Pending"

@@ -7,10 +7,25 @@ from typing import Any
 import kopf
 
 from nodeos.core.nodes import NodeView
+from nodeos.core.planner import PlanRef
 from nodeos.engine.rollout import PlanRollout
 from nodeos.handlers.nodes import snapshot
 
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def plan_refs(name: str, body: kopf.Body, **_: Any) -> dict[str, PlanRef]:
+    """Every plan's claim on nodes: creation time, phase and selector."""
+    spec = body.get("spec") or {}
+    return {
+        name: PlanRef(
+            name=name,
+            created=str(body["metadata"].get("creationTimestamp", "")),
+            phase=str((body.get("status") or {}).get("phase", "Pending")),
+            selector=dict(spec.get("nodeSelector") or {}),
+        )
+    }
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30.0)
@@ -24,12 +39,14 @@ async def upgradeplan_engine(
 ) -> None:
     """Runs the plan's engine until the plan is deleted or the operator stops."""
     node_views: kopf.Index[str, NodeView] = kwargs["node_views"]
+    plans: kopf.Index[str, PlanRef] = kwargs["plan_refs"]
     rollout = PlanRollout(
         name,
         uid,
         memo.deps,
         nodes=lambda: snapshot(node_views),
         body=lambda: body,
+        plans=lambda: [ref for store in plans.values() for ref in store],
     )
     memo.rollouts[name] = rollout
     try:
