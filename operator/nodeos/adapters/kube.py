@@ -33,10 +33,8 @@ class KubeClient:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.component = component
-        self.requests = 0
 
     async def _run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        self.requests += 1
         REQUESTS.inc()
         return await asyncio.to_thread(func, *args, **kwargs)
 

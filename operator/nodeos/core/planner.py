@@ -24,7 +24,6 @@ from typing import Any
 
 from nodeos.core import windows
 from nodeos.core.nodes import NodeView, matches
-from nodeos.models.common import parse_duration
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
 
 TERMINAL = frozenset({"Done", "Failed", "RolledBack", "Skipped"})
@@ -325,12 +324,6 @@ def _wait(decision: Decision, reason: str, message: str) -> Decision:
 
 def _replace(decision: Decision, **changes: Any) -> Decision:
     return dataclasses.replace(decision, **changes)
-
-
-def soak_over(spec: UpgradePlanSpec, record: NodeProgress, now: datetime.datetime) -> bool:
-    """Whether a node in Soaking has kept its slot long enough."""
-    soak = parse_duration(spec.strategy.soak_between_nodes)
-    return record.since is None or now >= record.since + soak
 
 
 _PENDING = NodeProgress(name="", phase="Pending")
