@@ -32,6 +32,7 @@ class NodeView:
     address: str | None = None
     boot_id: str = ""
     config_drifted: bool | None = None  # from the NodeOSConfig inventory; None = unknown
+    uid: str = ""
 
     @property
     def control_plane(self) -> bool:

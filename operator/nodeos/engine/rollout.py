@@ -249,9 +249,9 @@ class PlanRollout:
         await self.deps.kube.event(
             "UpgradePlan", self.name, self.uid, "nodeos.dev/v1alpha1", reason[:128], text, warning
         )
-        await self.deps.kube.event(
-            "Node", after.name, after.name, "v1", reason[:128], text, warning
-        )
+        node = self.nodes().get(after.name)
+        node_uid = node.uid if node is not None else ""
+        await self.deps.kube.event("Node", after.name, node_uid, "v1", reason[:128], text, warning)
         if after.phase == "Done" and before.started_at is not None:
             seconds = (self.deps.clock() - before.started_at).total_seconds()
             self._durations.append(seconds)

@@ -42,6 +42,7 @@ def to_view(name: str, body: Any) -> NodeView:
         address=internal,
         boot_id=str(node_info.get("bootID", "")),
         config_drifted=None if drift is None else drift == "true",
+        uid=str(metadata.get("uid", "")),
     )
 
 
