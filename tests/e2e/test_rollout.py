@@ -18,12 +18,13 @@ from kubernetes.client.exceptions import ApiException
 from helpers.e2e import (
     OperatorProcess,
     SimulatorProcess,
+    deployment,
     operator_process,
     simulator_process,
     wait_for,
 )
 from helpers.invariants import InvariantMonitor
-from nodeos.sandbox import cluster, kwok
+from nodeos.sandbox import cluster
 from nodeos.simulator.fleet import read_journal
 
 pytestmark = pytest.mark.sandbox
@@ -156,22 +157,7 @@ def _cleanup(kube: client.ApiClient) -> None:
 def workload(env: Env, replicas: int, min_available: int, selector: dict[str, str]) -> None:
     labels = {"app": "web"}
     client.AppsV1Api(env.kube).create_namespaced_deployment(
-        env.namespace,
-        {
-            "metadata": {"name": "web"},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "nodeSelector": selector,
-                        "tolerations": [kwok.FAKE_NODE_TOLERATION],
-                        "containers": [{"name": "web", "image": "registry.invalid/web:1"}],
-                    },
-                },
-            },
-        },
+        env.namespace, deployment("web", replicas, selector)
     )
     client.PolicyV1Api(env.kube).create_namespaced_pod_disruption_budget(
         env.namespace,

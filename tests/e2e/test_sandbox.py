@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from helpers.e2e import wait_for
+from helpers.e2e import deployment, wait_for
 from nodeos.sandbox import cluster, components, kwok
 
 pytestmark = pytest.mark.sandbox
@@ -47,27 +47,6 @@ def fake_nodes(kube: client.ApiClient) -> Iterator[list[str]]:
 def node_ready(core: client.CoreV1Api, name: str) -> bool:
     node = core.read_node(name)
     return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
-
-
-def deployment(name: str, replicas: int, node_selector: dict[str, str]) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "nodeSelector": node_selector,
-                    "tolerations": [kwok.FAKE_NODE_TOLERATION],
-                    "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
-                },
-            },
-        },
-    }
 
 
 def pod(name: str, app: str, node_selector: dict[str, str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from nodeos.sandbox import cluster, processes
+from nodeos.sandbox import cluster, kwok, processes
 
 
 def node_ready(node: Any) -> bool:
@@ -179,3 +179,25 @@ def operator_process(
         yield op
     finally:
         op.stop()
+
+
+def deployment(name: str, replicas: int, node_selector: dict[str, str]) -> dict[str, Any]:
+    """A Deployment whose pods run on kwok nodes matching ``node_selector``."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": node_selector,
+                    "tolerations": [kwok.FAKE_NODE_TOLERATION],
+                    "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+                },
+            },
+        },
+    }
