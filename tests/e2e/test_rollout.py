@@ -24,7 +24,7 @@ from helpers.e2e import (
     wait_for,
 )
 from helpers.invariants import InvariantMonitor
-from nodeos.sandbox import cluster
+from nodeos.sandbox import cluster, kwok
 from nodeos.simulator.fleet import read_journal
 
 pytestmark = pytest.mark.sandbox
@@ -81,8 +81,23 @@ class Env:
             wait_for(f"plan {name} {phase}", lambda: self.phase(name) == phase, timeout_s)
         except AssertionError:
             status = self.plan(name).get("status")
-            raise AssertionError(f"plan {name} not {phase}: {status}\n{self.op.logs()}") from None
+            raise AssertionError(
+                f"plan {name} not {phase}: {status}\nworkload pods: {self.pod_states()}\n"
+                f"{self.op.logs()}"
+            ) from None
         return self.plan(name)
+
+    def pod_states(self) -> list[str]:
+        """Each workload pod's node, phase and readiness: what a stuck drain is waiting for."""
+        states = []
+        for pod in self.core.list_namespaced_pod(self.namespace).items:
+            ready = [c.status for c in pod.status.conditions or [] if c.type == "Ready"]
+            gone = " terminating" if pod.metadata.deletion_timestamp else ""
+            states.append(
+                f"{pod.metadata.name} on {pod.spec.node_name} {pod.status.phase} "
+                f"ready={ready}{gone}"
+            )
+        return states
 
     def upgrade_calls(self) -> collections.Counter[str]:
         calls = read_journal(self.sim.workdir / "calls.jsonl")
@@ -271,6 +286,33 @@ def test_drain_blocked_by_a_pdb_fails_the_node_at_the_timeout_without_rebooting(
     assert env.node("worker-1").spec.unschedulable, "kept cordoned and reported, not silent"
     assert "FailureBudgetExhausted" in str(plan["status"]["conditions"])
     assert any("NodeFailedDrainTimeout" in e for e in env.events("blocked"))
+
+
+def test_a_pod_bound_just_after_the_cordon_is_evicted_before_the_reboot(env_factory: Any) -> None:
+    """The scheduler binds asynchronously; a pod it placed just before the cordon lands after."""
+    env: Env = env_factory("--control-planes", "0", "--workers", "1", "--reboot-seconds", "1")
+    env.apply_plan("late", drain={"settle": "3s"})
+
+    def found_empty() -> bool:
+        record = env.records("late").get("worker-1") or {}
+        return record.get("phase") == "Draining" and "checking again" in record.get("message", "")
+
+    wait_for("a drain round that found worker-1 empty", found_empty, 30, 0.05)
+    late = {
+        "metadata": {"name": "late", "labels": {"app": "late"}},
+        "spec": {
+            "nodeName": "worker-1",  # what a bind for an earlier scheduling decision writes
+            "tolerations": [kwok.FAKE_NODE_TOLERATION],
+            "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+        },
+    }
+    env.core.create_namespaced_pod(env.namespace, late)
+    assert env.records("late")["worker-1"]["phase"] == "Draining", (
+        "the pod must land before the drain ends for this test to mean anything"
+    )
+    env.wait_phase("late", "Completed", 60)
+    assert_clean_finish(env, "late", ["worker-1"])
+    assert not env.core.list_namespaced_pod(env.namespace).items, "the late pod was evicted"
 
 
 def test_drain_timeout_can_skip_the_remaining_pods(env_factory: Any) -> None:

@@ -57,6 +57,32 @@ class InvariantMonitor:
                     control.append(node.metadata.name)
         return out, control
 
+    def _unhealthy_pods(self, pdb: client.V1PodDisruptionBudget) -> str:
+        """Which of the budget's pods are not healthy, and the state of their nodes."""
+        core = client.CoreV1Api(self.kube)
+        labels = ",".join(f"{k}={v}" for k, v in (pdb.spec.selector.match_labels or {}).items())
+        nodes = {n.metadata.name: n for n in core.list_node().items}
+        notes = []
+        for pod in core.list_namespaced_pod(pdb.metadata.namespace, label_selector=labels).items:
+            ready = any(
+                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
+            )
+            if ready and pod.metadata.deletion_timestamp is None:
+                continue
+            node = nodes.get(pod.spec.node_name or "")
+            where = "unscheduled"
+            if node is not None:
+                node_ready = any(
+                    c.type == "Ready" and c.status == "True" for c in node.status.conditions or []
+                )
+                where = (
+                    f"{node.metadata.name} (ready={node_ready}, "
+                    f"unschedulable={bool(node.spec.unschedulable)})"
+                )
+            terminating = " terminating" if pod.metadata.deletion_timestamp else ""
+            notes.append(f"{pod.metadata.name}{terminating} on {where}")
+        return "unhealthy: " + (", ".join(notes) or "none now")
+
     def _run(self) -> None:
         policy = client.PolicyV1Api(self.kube)
         while not self._stop.is_set():
@@ -78,6 +104,6 @@ class InvariantMonitor:
                 ):
                     self.violations.append(
                         f"PDB {self.pdb[1]}: {status.current_healthy} healthy < "
-                        f"{status.desired_healthy} desired"
+                        f"{status.desired_healthy} desired; {self._unhealthy_pods(pdb)}"
                     )
             time.sleep(0.1)

@@ -34,9 +34,11 @@ def test_happy_path_walks_every_phase() -> None:
         sm.Result(),
     ]
     phases = [p.phase]
+    clock = NOW
     for result in steps:
-        action = sm.next_action(p, c, NOW)
-        p = sm.after(p, action, result, c, NOW)
+        clock += datetime.timedelta(seconds=5)
+        action = sm.next_action(p, c, clock)
+        p = sm.after(p, action, result, c, clock)
         phases.append(p.phase)
     assert phases == [
         "Cordoning",
@@ -50,7 +52,7 @@ def test_happy_path_walks_every_phase() -> None:
     assert p.to_api() == {
         "name": "w-1",
         "phase": "Done",
-        "since": "2026-11-26T12:00:00Z",
+        "since": "2026-11-26T12:00:30Z",
         "fromVersion": "v1.12.4",
     }
 
@@ -87,6 +89,27 @@ def test_drain_before_timeout_keeps_waiting() -> None:
     p = at("Draining", deadline=LATER)
     result = sm.after(p, sm.Action("Drain"), sm.Result(remaining_pods=1, message="x"), ctx(), NOW)
     assert result.phase == "Draining"
+
+
+def test_an_empty_drain_round_right_after_the_cordon_is_checked_again() -> None:
+    c = ctx(drain={"settle": "2s"})
+    p = at("Draining", deadline=LATER)
+    soon = NOW + datetime.timedelta(seconds=1)
+    early = sm.after(p, sm.Action("Drain"), sm.Result(remaining_pods=0), c, soon)
+    assert early.phase == "Draining"
+    assert "checking again" in (early.message or "")
+    settled = NOW + datetime.timedelta(seconds=2)
+    assert sm.after(early, sm.Action("Drain"), sm.Result(remaining_pods=0), c, settled).phase == (
+        "Upgrading"
+    )
+
+
+def test_a_zero_settle_trusts_the_first_empty_round() -> None:
+    c = ctx(drain={"settle": "0s"})
+    p = at("Draining", deadline=LATER)
+    assert sm.after(p, sm.Action("Drain"), sm.Result(remaining_pods=0), c, NOW).phase == (
+        "Upgrading"
+    )
 
 
 @pytest.mark.parametrize(

@@ -142,6 +142,12 @@ def after(
             )
         case "Drain":
             expired = progress.deadline is not None and now >= progress.deadline
+            if result.remaining_pods == 0 and not action.force and _settling(progress, ctx, now):
+                return replace(
+                    progress,
+                    message="nothing left to evict; checking again once pods the scheduler "
+                    "placed before the cordon are bound",
+                )
             if result.remaining_pods == 0 or action.force:
                 return _enter(progress, "Upgrading", now, deadline=_node_deadline(progress, ctx))
             if not expired:
@@ -222,6 +228,16 @@ def after(
             )
         case _:
             return progress
+
+
+def _settling(progress: NodeProgress, ctx: Context, now: datetime.datetime) -> bool:
+    """Whether an empty drain round came too soon after the cordon to be trusted.
+
+    The scheduler binds asynchronously: a pod it placed on the node just before the cordon can
+    be bound just after a round found the node empty, and would then be rebooted unevicted.
+    """
+    settle = parse_duration(ctx.policy.drain.settle)
+    return progress.since is not None and now < progress.since + settle
 
 
 def fail(

@@ -121,6 +121,12 @@ class DrainPolicy(ApiModel):
     grace_period: Duration | None = Field(
         default=None, description="Overrides each pod's terminationGracePeriodSeconds."
     )
+    settle: Duration = Field(
+        default="2s",
+        description="The node counts as drained only when a round at least this long after the "
+        "cordon finds nothing left to move: the scheduler may still be binding pods it placed "
+        "there just before the cordon. 0s trusts the first empty round.",
+    )
     ignore_daemon_sets: bool = Field(
         default=True, description="Leave DaemonSet pods in place (they would come straight back)."
     )
