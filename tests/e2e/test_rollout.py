@@ -316,11 +316,18 @@ def test_a_pod_bound_just_after_the_cordon_is_evicted_before_the_reboot(env_fact
 
 
 def test_drain_timeout_can_skip_the_remaining_pods(env_factory: Any) -> None:
-    env: Env = env_factory("--control-planes", "0", "--workers", "1", "--reboot-seconds", "1")
+    env: Env = env_factory("--control-planes", "0", "--workers", "1", "--reboot-seconds", "3")
     workload(env, replicas=1, min_available=1, selector={"kubernetes.io/hostname": "worker-1"})
     env.apply_plan("skip", drain={"timeout": "3s", "onTimeout": "SkipRemaining"})
+
+    def web_ready() -> bool:
+        (pod,) = env.core.list_namespaced_pod(env.namespace, label_selector="app=web").items
+        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+    wait_for("the unevicted pod NotReady while its node reboots", lambda: not web_ready(), 30)
     env.wait_phase("skip", "Completed", 60)
     assert_clean_finish(env, "skip", ["worker-1"])
+    wait_for("the pod restarted after the reboot", web_ready, 30)
 
 
 def test_faulty_nodes_are_reported_and_handled_per_failure_policy(env_factory: Any) -> None:

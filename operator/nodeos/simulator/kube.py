@@ -5,6 +5,11 @@ On start every node gets a Node (created as a kwok fake node when missing) whose
 kwok to leave its status alone and marks it NotReady; when it comes back it reports the new
 osImage and boot ID and Ready, then hands the node back to kwok. A node that never returns stays
 NotReady, as a real one would.
+
+Pods still bound to a node that goes down stop being Ready (their containers die with the OS;
+the node lifecycle controller does not mark them, since the node reports NotReady rather than
+going silent), and are Ready again once it is back, as after a kubelet restart. So a pod that
+was rebooted without being evicted shows in its PodDisruptionBudget, as it would for real.
 """
 
 from __future__ import annotations
@@ -90,12 +95,33 @@ class NodeDriver:
                     transition.node, {"status": {"conditions": [_ready(False, transition.power)]}}
                 )
                 time.sleep(_KWOK_SETTLE_S)
+            self._set_pods_ready(transition.node, False)
         elif transition.power is Power.RUNNING:
             self.core.patch_node_status(
                 transition.node,
                 {"status": _status(transition.version, transition.boot_id, node)},
             )
+            self._set_pods_ready(transition.node, True)
             self._annotate(transition.node, None)
+
+    def _set_pods_ready(self, name: str, ready: bool) -> None:
+        """The node's running pods stop with its OS, or start again once it is back."""
+        pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}")
+        for pod in pods.items:
+            meta, status = pod.metadata, pod.status
+            if meta is None or status is None or meta.name is None or meta.namespace is None:
+                continue
+            if meta.deletion_timestamp is not None or status.phase != "Running":
+                continue
+            now = _now()
+            conditions = [
+                {"type": kind, "status": str(ready), "lastTransitionTime": now}
+                for kind in ("ContainersReady", "Ready")
+            ]
+            with contextlib.suppress(ApiException):  # gone meanwhile
+                self.core.patch_namespaced_pod_status(
+                    meta.name, meta.namespace, {"status": {"conditions": conditions}}
+                )
 
     def _annotate(self, name: str, value: str | None) -> None:
         self.core.patch_node(
@@ -114,8 +140,12 @@ def _status(version: str, boot_id: str, node: SimulatedNode) -> dict[str, Any]:
     }
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _ready(ready: bool, power: Power) -> dict[str, str]:
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = _now()
     return {
         "type": "Ready",
         "status": "True" if ready else "False",
