@@ -291,6 +291,14 @@ def test_drain_blocked_by_a_pdb_fails_the_node_at_the_timeout_without_rebooting(
 def test_a_pod_bound_just_after_the_cordon_is_evicted_before_the_reboot(env_factory: Any) -> None:
     """The scheduler binds asynchronously; a pod it placed just before the cordon lands after."""
     env: Env = env_factory("--control-planes", "0", "--workers", "1", "--reboot-seconds", "1")
+    waiting = {
+        "metadata": {"name": "waiting"},
+        "spec": {
+            "nodeSelector": {"pool": "none-yet"},  # pending: the scheduler has a pod to place
+            "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+        },
+    }
+    env.core.create_namespaced_pod(env.namespace, waiting)
     env.apply_plan("late", drain={"settle": "3s"})
 
     def found_empty() -> bool:
@@ -312,7 +320,15 @@ def test_a_pod_bound_just_after_the_cordon_is_evicted_before_the_reboot(env_fact
     )
     env.wait_phase("late", "Completed", 60)
     assert_clean_finish(env, "late", ["worker-1"])
-    assert not env.core.list_namespaced_pod(env.namespace).items, "the late pod was evicted"
+    left = [p.metadata.name for p in env.core.list_namespaced_pod(env.namespace).items]
+    assert left == ["waiting"], "the late pod was evicted"
+
+
+def test_with_nothing_waiting_to_be_scheduled_an_empty_node_is_not_held(env_factory: Any) -> None:
+    env: Env = env_factory("--control-planes", "0", "--workers", "1", "--reboot-seconds", "1")
+    env.apply_plan("quick", drain={"settle": "1h"})
+    env.wait_phase("quick", "Completed", 60)
+    assert_clean_finish(env, "quick", ["worker-1"])
 
 
 def test_drain_timeout_can_skip_the_remaining_pods(env_factory: Any) -> None:

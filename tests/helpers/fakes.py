@@ -94,6 +94,9 @@ class FakeKube:
             raise RuntimeError("API server hiccup (injected)")
         return []
 
+    async def binds_pending(self) -> bool:
+        return False
+
     async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:
         return EvictionOutcome(Eviction.EVICTED)
 

@@ -91,25 +91,25 @@ def test_drain_before_timeout_keeps_waiting() -> None:
     assert result.phase == "Draining"
 
 
-def test_an_empty_drain_round_right_after_the_cordon_is_checked_again() -> None:
+def test_an_empty_round_soon_after_the_cordon_is_checked_again_while_binds_are_pending() -> None:
     c = ctx(drain={"settle": "2s"})
     p = at("Draining", deadline=LATER)
-    soon = NOW + datetime.timedelta(seconds=1)
-    early = sm.after(p, sm.Action("Drain"), sm.Result(remaining_pods=0), c, soon)
+    empty = sm.Result(remaining_pods=0, binds_pending=True)
+    early = sm.after(p, sm.Action("Drain"), empty, c, NOW + datetime.timedelta(seconds=1))
     assert early.phase == "Draining"
     assert "checking again" in (early.message or "")
     settled = NOW + datetime.timedelta(seconds=2)
-    assert sm.after(early, sm.Action("Drain"), sm.Result(remaining_pods=0), c, settled).phase == (
-        "Upgrading"
-    )
+    assert sm.after(early, sm.Action("Drain"), empty, c, settled).phase == "Upgrading"
 
 
-def test_a_zero_settle_trusts_the_first_empty_round() -> None:
-    c = ctx(drain={"settle": "0s"})
+@pytest.mark.parametrize(("settle", "binds_pending"), [("2s", False), ("0s", True), ("0s", False)])
+def test_the_first_empty_round_counts_when_nothing_can_land_or_settle_is_off(
+    settle: str, binds_pending: bool
+) -> None:
+    c = ctx(drain={"settle": settle})
     p = at("Draining", deadline=LATER)
-    assert sm.after(p, sm.Action("Drain"), sm.Result(remaining_pods=0), c, NOW).phase == (
-        "Upgrading"
-    )
+    empty = sm.Result(remaining_pods=0, binds_pending=binds_pending)
+    assert sm.after(p, sm.Action("Drain"), empty, c, NOW).phase == "Upgrading"
 
 
 @pytest.mark.parametrize(

@@ -132,6 +132,15 @@ class KubeClient:
         )
         return [_pod_view(pod) for pod in pods.items]
 
+    async def binds_pending(self) -> bool:
+        """Lists at most one pending pod without a node."""
+        pods = await self._run(
+            self.core.list_pod_for_all_namespaces,
+            field_selector="spec.nodeName=,status.phase=Pending",
+            limit=1,
+        )
+        return bool(pods.items)
+
     async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:
         """POSTs an Eviction."""
         body: dict[str, Any] = {

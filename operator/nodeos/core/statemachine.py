@@ -57,6 +57,7 @@ class Result:
     version: str | None = None  # Verify/Install: what the OS API reports
     cordoned_by_us: bool | None = None
     remaining_pods: int = 0
+    binds_pending: bool = False  # Drain: found the node empty while pods awaited binding
     reboots_itself: bool = False
     unhealthy: bool = False  # Verify: back on the target version but not healthy
 
@@ -142,11 +143,16 @@ def after(
             )
         case "Drain":
             expired = progress.deadline is not None and now >= progress.deadline
-            if result.remaining_pods == 0 and not action.force and _settling(progress, ctx, now):
+            if (
+                result.remaining_pods == 0
+                and result.binds_pending
+                and not action.force
+                and _settling(progress, ctx, now)
+            ):
                 return replace(
                     progress,
-                    message="nothing left to evict; checking again once pods the scheduler "
-                    "placed before the cordon are bound",
+                    message="nothing left to evict, but the scheduler has pods to bind; "
+                    "checking again once any placed here before the cordon are bound",
                 )
             if result.remaining_pods == 0 or action.force:
                 return _enter(progress, "Upgrading", now, deadline=_node_deadline(progress, ctx))
@@ -233,8 +239,9 @@ def after(
 def _settling(progress: NodeProgress, ctx: Context, now: datetime.datetime) -> bool:
     """Whether an empty drain round came too soon after the cordon to be trusted.
 
-    The scheduler binds asynchronously: a pod it placed on the node just before the cordon can
-    be bound just after a round found the node empty, and would then be rebooted unevicted.
+    The scheduler binds asynchronously: while it has pods to bind, one it placed on the node
+    just before the cordon can be bound just after a round found the node empty, and would then
+    be rebooted unevicted.
     """
     settle = parse_duration(ctx.policy.drain.settle)
     return progress.since is not None and now < progress.since + settle

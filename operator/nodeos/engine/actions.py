@@ -81,7 +81,11 @@ async def _drain(ctx: NodeContext, force: bool) -> Result:
     outcome = await drain_round(
         ctx.kube, ctx.node.name, ctx.spec.drain, force=force, own_pod=ctx.own_pod
     )
-    return Result(remaining_pods=outcome.remaining, message=outcome.message)
+    return Result(
+        remaining_pods=outcome.remaining,
+        message=outcome.message,
+        binds_pending=outcome.binds_pending,
+    )
 
 
 async def _install(ctx: NodeContext) -> Result:

@@ -1,5 +1,8 @@
 """One drain round: evict every pod that should leave the node, report what is left.
 
+A round that finds nothing to move also says whether the scheduler still had pods to bind: one
+it placed on the node just before the cordon may yet land there.
+
 Skips DaemonSet pods (when the plan says so), mirror pods, finished and terminating pods, pods
 outside the plan's pod selector, and the operator's own pod. Evictions go through the Eviction
 API, so PodDisruptionBudgets decide; a forced round deletes what eviction could not move.
@@ -21,6 +24,7 @@ class DrainRound:
 
     remaining: int
     blocked_by: tuple[str, ...]
+    binds_pending: bool = False  # found the node empty while the scheduler had pods to bind
 
     @property
     def message(self) -> str:
@@ -54,6 +58,13 @@ async def drain_round(
         int(parse_duration(policy.grace_period).total_seconds()) if policy.grace_period else None
     )
     pods = [pod for pod in await kube.pods_on(node) if must_leave(pod, policy, own_pod)]
+    if not pods:
+        # Asked in this order, a pod the scheduler placed here before the cordon is either
+        # still unbound (seen as pending) or already bound (seen by the second listing).
+        binds_pending = await kube.binds_pending()
+        pods = [pod for pod in await kube.pods_on(node) if must_leave(pod, policy, own_pod)]
+        if not pods:
+            return DrainRound(remaining=0, blocked_by=(), binds_pending=binds_pending)
     blocked: list[str] = []
     for pod in pods:
         if pod.terminating:

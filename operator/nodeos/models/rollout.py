@@ -123,9 +123,10 @@ class DrainPolicy(ApiModel):
     )
     settle: Duration = Field(
         default="2s",
-        description="The node counts as drained only when a round at least this long after the "
-        "cordon finds nothing left to move: the scheduler may still be binding pods it placed "
-        "there just before the cordon. 0s trusts the first empty round.",
+        description="While the scheduler has pods waiting to be bound, an empty drain round "
+        "counts only this long after the cordon: a pod placed on the node just before the "
+        "cordon may still be bound to it. With no pods pending, the first empty round counts. "
+        "0s always trusts the first empty round.",
     )
     ignore_daemon_sets: bool = Field(
         default=True, description="Leave DaemonSet pods in place (they would come straight back)."

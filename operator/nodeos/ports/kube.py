@@ -82,6 +82,10 @@ class KubeApi(Protocol):
         """Every pod bound to the node."""
         ...
 
+    async def binds_pending(self) -> bool:
+        """Whether any pod in the cluster still waits for the scheduler to bind it."""
+        ...
+
     async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:
         """Asks the Eviction API to evict the pod (PDBs apply)."""
         ...
