@@ -1,7 +1,7 @@
 """Rollout benchmark: how much time and load the operator adds on top of the nodes themselves.
 
-Runs the sandbox, the simulator with N nodes (reboot time T, no faults), a workload and the
-operator, applies one UpgradePlan and prints:
+Runs the sandbox, the simulator with N nodes (reboot time T, no faults) and the operator, with
+no workload (so drains find nothing to move), applies one UpgradePlan and prints:
 - wall time vs the ideal (control-plane nodes one at a time, workers ceil(W / maxUnavailable)
   batches, each batch taking one node's own time), and their ratio;
 - transition latency (slot freed -> next node cordoned) from the operator's histogram;
