@@ -19,6 +19,7 @@ from helpers.e2e import (
     OperatorProcess,
     SimulatorProcess,
     deployment,
+    is_ready,
     operator_process,
     simulator_process,
     wait_for,
@@ -338,7 +339,7 @@ def test_drain_timeout_can_skip_the_remaining_pods(env_factory: Any) -> None:
 
     def web_ready() -> bool:
         (pod,) = env.core.list_namespaced_pod(env.namespace, label_selector="app=web").items
-        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        return is_ready(pod)
 
     wait_for("the unevicted pod NotReady while its node reboots", lambda: not web_ready(), 30)
     env.wait_phase("skip", "Completed", 60)

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from helpers.e2e import deployment, wait_for
+from helpers.e2e import deployment, is_ready, wait_for
 from nodeos.sandbox import cluster, components, kwok
 
 pytestmark = pytest.mark.sandbox
@@ -45,8 +45,7 @@ def fake_nodes(kube: client.ApiClient) -> Iterator[list[str]]:
 
 
 def node_ready(core: client.CoreV1Api, name: str) -> bool:
-    node = core.read_node(name)
-    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+    return is_ready(core.read_node(name))
 
 
 def pod(name: str, app: str, node_selector: dict[str, str]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from helpers.e2e import node_ready, simulator_process, wait_for
+from helpers.e2e import is_ready, simulator_process, wait_for
 from nodeos.adapters.osapi.client import TalosClient
 from nodeos.adapters.osapi.talosconfig import FileSource
 from nodeos.ports.osapi import NodeTarget
@@ -34,7 +34,7 @@ def test_nodes_follow_the_simulated_os_through_a_reboot(
     )
     with simulator_process(sandbox, tmp_path / "sim", *args) as sim:
         names = ["cp-1", "worker-1", "worker-2"]
-        wait_for("simulated nodes Ready", lambda: all(node_ready(core.read_node(n)) for n in names))
+        wait_for("simulated nodes Ready", lambda: all(is_ready(core.read_node(n)) for n in names))
         node = core.read_node("worker-1")
         assert node.status.node_info.os_image == "Talos (v1.12.4)"
         assert "node-role.kubernetes.io/control-plane" in core.read_node("cp-1").metadata.labels
@@ -50,20 +50,18 @@ def test_nodes_follow_the_simulated_os_through_a_reboot(
                 await api.close()
 
         asyncio.run(upgrade("worker-1"))
-        wait_for("worker-1 NotReady", lambda: not node_ready(core.read_node("worker-1")), 15)
-        wait_for("worker-1 Ready again", lambda: node_ready(core.read_node("worker-1")), 30)
+        wait_for("worker-1 NotReady", lambda: not is_ready(core.read_node("worker-1")), 15)
+        wait_for("worker-1 Ready again", lambda: is_ready(core.read_node("worker-1")), 30)
         node = core.read_node("worker-1")
         assert node.status.node_info.os_image == "Talos (v1.13.9)"
         assert node.status.node_info.boot_id != boot_before
 
         asyncio.run(upgrade("worker-2"))
-        wait_for("worker-2 NotReady", lambda: not node_ready(core.read_node("worker-2")), 15)
+        wait_for("worker-2 NotReady", lambda: not is_ready(core.read_node("worker-2")), 15)
         wait_for(
-            "kwok to resume heartbeats elsewhere", lambda: node_ready(core.read_node("worker-1"))
+            "kwok to resume heartbeats elsewhere", lambda: is_ready(core.read_node("worker-1"))
         )
-        assert not node_ready(core.read_node("worker-2")), (
-            "a node that never returns stays NotReady"
-        )
+        assert not is_ready(core.read_node("worker-2")), "a node that never returns stays NotReady"
 
     calls = read_journal(tmp_path / "sim" / "calls.jsonl")
     upgrades = [c for c in calls if c.method == "machine.LifecycleService/Upgrade"]

@@ -20,9 +20,9 @@ from kubernetes import client, config
 from nodeos.sandbox import cluster, kwok, processes
 
 
-def node_ready(node: Any) -> bool:
-    """The Node's Ready condition is True."""
-    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+def is_ready(obj: Any) -> bool:
+    """The Node's or Pod's Ready condition is True."""
+    return any(c.type == "Ready" and c.status == "True" for c in obj.status.conditions or [])
 
 
 def wait_for(
@@ -88,7 +88,7 @@ def simulator_process(
         core = client.CoreV1Api(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
         wait_for(
             "the simulated nodes to be Ready",
-            lambda: all(node_ready(core.read_node(name)) for name in info["nodes"]),
+            lambda: all(is_ready(core.read_node(name)) for name in info["nodes"]),
         )
         yield SimulatorProcess(workdir, child.process, info)
     finally:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from kubernetes import client
 
+from helpers.e2e import is_ready
+
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
 
 
@@ -48,10 +50,7 @@ class InvariantMonitor:
         for node in core.list_node().items:
             if node.metadata.name not in self.nodes:
                 continue
-            ready = any(
-                c.type == "Ready" and c.status == "True" for c in node.status.conditions or []
-            )
-            if node.spec.unschedulable or not ready:
+            if node.spec.unschedulable or not is_ready(node):
                 out.append(node.metadata.name)
                 if CONTROL_PLANE in (node.metadata.labels or {}):
                     control.append(node.metadata.name)
@@ -64,19 +63,13 @@ class InvariantMonitor:
         nodes = {n.metadata.name: n for n in core.list_node().items}
         notes = []
         for pod in core.list_namespaced_pod(pdb.metadata.namespace, label_selector=labels).items:
-            ready = any(
-                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
-            )
-            if ready and pod.metadata.deletion_timestamp is None:
+            if is_ready(pod) and pod.metadata.deletion_timestamp is None:
                 continue
             node = nodes.get(pod.spec.node_name or "")
             where = "unscheduled"
             if node is not None:
-                node_ready = any(
-                    c.type == "Ready" and c.status == "True" for c in node.status.conditions or []
-                )
                 where = (
-                    f"{node.metadata.name} (ready={node_ready}, "
+                    f"{node.metadata.name} (ready={is_ready(node)}, "
                     f"unschedulable={bool(node.spec.unschedulable)})"
                 )
             terminating = " terminating" if pod.metadata.deletion_timestamp else ""

@@ -57,12 +57,16 @@ async def drain_round(
     grace = (
         int(parse_duration(policy.grace_period).total_seconds()) if policy.grace_period else None
     )
-    pods = [pod for pod in await kube.pods_on(node) if must_leave(pod, policy, own_pod)]
+
+    async def to_move() -> list[PodView]:
+        return [pod for pod in await kube.pods_on(node) if must_leave(pod, policy, own_pod)]
+
+    pods = await to_move()
     if not pods:
         # Asked in this order, a pod the scheduler placed here before the cordon is either
         # still unbound (seen as pending) or already bound (seen by the second listing).
         binds_pending = await kube.binds_pending()
-        pods = [pod for pod in await kube.pods_on(node) if must_leave(pod, policy, own_pod)]
+        pods = await to_move()
         if not pods:
             return DrainRound(remaining=0, blocked_by=(), binds_pending=binds_pending)
     blocked: list[str] = []

@@ -106,6 +106,11 @@ class NodeDriver:
 
     def _set_pods_ready(self, name: str, ready: bool) -> None:
         """The node's running pods stop with its OS, or start again once it is back."""
+        now = _now()
+        conditions = [
+            {"type": kind, "status": str(ready), "lastTransitionTime": now}
+            for kind in ("ContainersReady", "Ready")
+        ]
         pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}")
         for pod in pods.items:
             meta, status = pod.metadata, pod.status
@@ -113,11 +118,6 @@ class NodeDriver:
                 continue
             if meta.deletion_timestamp is not None or status.phase != "Running":
                 continue
-            now = _now()
-            conditions = [
-                {"type": kind, "status": str(ready), "lastTransitionTime": now}
-                for kind in ("ContainersReady", "Ready")
-            ]
             with contextlib.suppress(ApiException):  # gone meanwhile
                 self.core.patch_namespaced_pod_status(
                     meta.name, meta.namespace, {"status": {"conditions": conditions}}
