@@ -15,6 +15,20 @@ class NotFoundError(Exception):
     """The object does not exist."""
 
 
+class KubeApiError(Exception):
+    """Any other failed request: ``status`` is the HTTP status, 0 when no answer came."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+        self.detail = message
+
+    @property
+    def transient(self) -> bool:
+        """True when the same request may succeed later (no answer, throttled, server error)."""
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+
 @dataclass(frozen=True)
 class PodView:
     """A pod on a node being drained."""

@@ -1,0 +1,239 @@
+"""Checks design.md's invariants at every journal entry, and the end state once a run is over.
+
+Safety (at the moment of each effect):
+- budget: a node we cordon while it is in service fits maxUnavailable counting every selected
+  node already out (NotReady or cordoned by anyone); our marks never exceed the budget;
+- control planes one at a time, never one while another is down, and every control plane
+  finished (or failed) before a worker is cordoned;
+- the node's slot is in the persisted in-flight ledger before we cordon it;
+- no install or reboot of a node that is not cordoned, or that still has pods to move;
+- at most one install per node per attempt, and none on a node already on the target;
+- the operator never writes the plan's spec.
+
+Liveness (on a timer): no in-flight node stays past its deadline plus slack.
+
+End state: none of our cordons left except on nodes reported Failed and kept cordoned by
+policy; a Completed plan has every selected node on the target or reported failed; the counts
+agree with the world; a plan that spent its failure budget says Failed.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodeos.core.nodes import CORDONED_BY_ANNOTATION
+from nodeos.core.planner import max_unavailable
+from sim.world import Entry, World
+
+EPOCH = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)
+EXTERNAL = frozenset({"human-cordon", "human-uncordon", "spec-edit", "node-crash", "reregister"})
+GRACE_S = 5.0  # an external change this recent may not have reached the engine yet
+LIVENESS_SLACK_S = 120.0
+
+
+def at(seconds: float) -> datetime.datetime:
+    """The wall-clock time of a virtual instant."""
+    return EPOCH + datetime.timedelta(seconds=seconds)
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    return (datetime.datetime.fromisoformat(text) - EPOCH).total_seconds()
+
+
+@dataclass
+class Checker:
+    """Collects violations; ``plan`` is the plan's name (our cordon mark)."""
+
+    plan: str
+    violations: list[str] = field(default_factory=list)
+    installs: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    last_external: float = -1e9
+    checked: int = 0
+    reported: set[str] = field(default_factory=set)
+    progressed: bool = False
+
+    def fail(self, world: World, text: str, *, once: str | None = None) -> None:
+        """Records a violation; with ``once``, only the first time for that key."""
+        if once is not None:
+            if once in self.reported:
+                return
+            self.reported.add(once)
+        self.violations.append(f"t={world.now():.2f}s {text}")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _spec(self, world: World) -> dict[str, Any]:
+        spec: dict[str, Any] = world.plan["spec"]
+        return spec
+
+    def _records(self, world: World) -> dict[str, dict[str, Any]]:
+        return {r["name"]: r for r in world.status().get("nodes") or []}
+
+    def _budget(self, world: World) -> int:
+        value = (self._spec(world).get("strategy") or {}).get("maxUnavailable", 1)
+        return max_unavailable(value, len(world.nodes))
+
+    def _target(self, world: World) -> str:
+        return str(self._spec(world)["target"]["version"])
+
+    def _recent_external(self, world: World) -> bool:
+        return world.now() - self.last_external < GRACE_S
+
+    def _ours(self, world: World) -> list[str]:
+        return [
+            n.name
+            for n in world.nodes.values()
+            if n.annotations.get(CORDONED_BY_ANNOTATION) == self.plan
+        ]
+
+    # -- per entry -----------------------------------------------------------------------------
+
+    def __call__(self, world: World, entry: Entry) -> None:
+        self.checked += 1
+        if entry.kind in EXTERNAL:
+            self.last_external = entry.at
+        match entry.kind:
+            case "cordon" if entry.detail == self.plan:
+                self._on_cordon(world, entry.node)
+            case "install":
+                self._on_install(world, entry.node)
+                self._on_disruption(world, entry.node, "install")
+            case "reboot":
+                self._on_disruption(world, entry.node, "reboot")
+            case "status":
+                self._on_status(world)
+            case "operator-wrote-spec":
+                self.fail(world, f"the operator wrote the plan's spec: {entry.detail}")
+            case _:
+                pass
+
+    def _on_cordon(self, world: World, name: str) -> None:
+        node = world.nodes[name]
+        in_flight = world.status().get("inFlight") or []
+        if name not in in_flight:
+            self.fail(world, f"{name} cordoned before its slot was recorded (inFlight={in_flight})")
+        budget = self._budget(world)
+        ours = self._ours(world)
+        if len(ours) > budget and not self._recent_external(world):
+            self.fail(world, f"{len(ours)} nodes carry our cordon {ours}; maxUnavailable {budget}")
+        others_out = [
+            n.name
+            for n in world.nodes.values()
+            if n.name != name and (not n.ready or n.unschedulable)
+        ]
+        if node.ready and len(others_out) + 1 > budget and not self._recent_external(world):
+            self.fail(
+                world,
+                f"cordoned {name} with {others_out} already out of service; "
+                f"maxUnavailable {budget}",
+            )
+        if node.control_plane:
+            busy = [
+                n.name
+                for n in world.nodes.values()
+                if n.control_plane and n.name != name and (n.name in ours or not n.up)
+            ]
+            if busy:
+                self.fail(world, f"control plane {name} cordoned while {busy} out")
+        elif not self._recent_external(world):
+            target = self._target(world)
+            records = self._records(world)
+            unfinished = [
+                n.name
+                for n in world.nodes.values()
+                if n.control_plane
+                and n.version != target
+                and (records.get(n.name) or {}).get("phase") not in ("Failed", "RolledBack")
+            ]
+            if unfinished:
+                self.fail(world, f"worker {name} cordoned before control planes {unfinished}")
+
+    def _on_status(self, world: World) -> None:
+        phase = world.status().get("phase")
+        if phase == "Progressing":
+            self.progressed = True
+        elif phase == "Pending" and self.progressed:
+            self.fail(world, "the plan went back to Pending after it had started", once="pending")
+
+    def _on_install(self, world: World, name: str) -> None:
+        record = self._records(world).get(name) or {}
+        attempt = int(record.get("attempt") or 0)
+        key = (name, self._target(world), attempt)
+        self.installs[key] += 1
+        if self.installs[key] > 1:
+            self.fail(world, f"{name} installed {self.installs[key]} times in attempt {attempt}")
+
+    def _on_disruption(self, world: World, name: str, what: str) -> None:
+        node = world.nodes[name]
+        if not node.unschedulable:
+            self.fail(world, f"{what} of {name}, which is not cordoned")
+        policy = (self._spec(world).get("drain") or {}).get("onTimeout", "Fail")
+        left = [p.name for p in world.pods_on(name) if not p.terminating and not p.daemon_set]
+        if left and policy == "Fail":
+            self.fail(world, f"{what} of {name} with pods still on it: {left}")
+        if node.control_plane:
+            down = [n.name for n in world.nodes.values() if n.control_plane and not n.up]
+            if down and down != [name]:
+                self.fail(world, f"{what} of control plane {name} while {down} down")
+
+    # -- on a timer ----------------------------------------------------------------------------
+
+    def tick(self, world: World) -> None:
+        """Liveness: every in-flight node moves on before its deadline (plus slack)."""
+        records = self._records(world)
+        for name in world.status().get("inFlight") or []:
+            record = records.get(name)
+            if record is None:
+                self.fail(world, f"{name} is in flight without a record")
+                continue
+            deadline = parse_time(record.get("deadline"))
+            if deadline is not None and world.now() > deadline + LIVENESS_SLACK_S:
+                self.fail(
+                    world,
+                    f"{name} still {record.get('phase')} {world.now() - deadline:.0f}s past "
+                    "its deadline",
+                    once=f"late {name} {record.get('phase')} {record.get('deadline')}",
+                )
+
+    # -- at the end ----------------------------------------------------------------------------
+
+    def finish(self, world: World) -> None:
+        status = world.status()
+        phase = status.get("phase")
+        records = self._records(world)
+        target = self._target(world)
+        policy = self._spec(world).get("failurePolicy") or {}
+        keep_cordoned = not policy.get("uncordonOnFailure", False)
+        for name in self._ours(world):
+            record = records.get(name) or {}
+            kept = record.get("phase") in ("Failed", "RolledBack") and keep_cordoned
+            if not kept:
+                self.fail(world, f"{name} left cordoned by us (record: {record or 'none'})")
+        if status.get("inFlight"):
+            self.fail(world, f"run over with nodes in flight: {status.get('inFlight')}")
+        failed = [n for n, r in records.items() if r.get("phase") in ("Failed", "RolledBack")]
+        on_target = [n.name for n in world.nodes.values() if n.version == target]
+        if phase == "Completed":
+            missing = [n for n in world.nodes if n not in on_target and n not in failed]
+            if missing:
+                self.fail(world, f"plan Completed but {missing} are not on {target}")
+            counts = status.get("counts") or {}
+            if counts.get("updated") != len(on_target):
+                self.fail(
+                    world,
+                    f"counts.updated={counts.get('updated')} but {len(on_target)} nodes "
+                    f"are on {target}",
+                )
+            if status.get("observedTarget") != target:
+                self.fail(world, f"observedTarget {status.get('observedTarget')} != {target}")
+        max_failures = int(policy.get("maxFailures", 0))
+        if len(failed) > max_failures and phase != "Failed":
+            self.fail(world, f"{len(failed)} failed nodes (maxFailures {max_failures}) but {phase}")
+        for name, record in records.items():
+            if record.get("phase") == "Done" and world.nodes[name].version != target:
+                self.fail(world, f"{name} reported Done on {world.nodes[name].version}")

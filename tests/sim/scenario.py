@@ -1,0 +1,390 @@
+"""One seeded run: a fleet, a plan, a schedule of faults, the real engine, and the checker.
+
+``generate(seed)`` draws everything from the seed; ``simulate(scenario)`` runs it on virtual
+time and returns a ``Report`` with the violations and a short trace. The same seed always gives
+the same run (run with PYTHONHASHSEED fixed, as ``make faults`` does).
+
+The engine is the real ``PlanRollout`` (planner, state machine, status store, drain, etcd gate)
+behind the simulated ports. It is killed and restarted at random moments (a new incarnation
+keeps only what the plan object holds), as kopf's daemon would be after a crash or a
+``helm upgrade``; Node changes wake it as the operator's node handler does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodeos.engine.rollout import RETRY_ANNOTATION, EngineDeps, PlanRollout
+from nodeos.engine.routing import Routing
+from sim.invariants import Checker, at
+from sim.loop import DeadlockError, VirtualTimeLoop
+from sim.ports import FaultRates, Killed, Life, SimKube, SimOsApi
+from sim.world import NEW, NEWER, World
+
+PLAN = "sim-plan"
+TIME_LIMIT_S = 6 * 3600.0
+NODE_EVENTS = frozenset(
+    {"cordon", "uncordon", "node-notready", "boot", "reregister", "human-cordon", "node-crash"}
+)
+
+
+@dataclass
+class Scenario:
+    """Everything a run does, drawn from its seed."""
+
+    seed: int
+    control_planes: int
+    workers: int
+    apps: list[tuple[str, int, int]]  # name, replicas, minAvailable
+    spec: dict[str, Any]
+    rates: FaultRates
+    kills: list[float]
+    actions: list[tuple[float, str, str]]  # at, what, argument
+    node_faults: dict[str, str]
+    reboot_s: dict[str, float]
+
+    def describe(self) -> str:
+        strategy = self.spec["strategy"]
+        return (
+            f"seed {self.seed}: {self.control_planes} CP + {self.workers} workers, "
+            f"maxUnavailable {strategy['maxUnavailable']}, "
+            f"drain {self.spec['drain']}, failurePolicy {self.spec['failurePolicy']}, "
+            f"rates t={self.rates.transient:.2f} lost={self.rates.lost_reply:.2f} "
+            f"slow={self.rates.slow:.2f} perm={self.rates.permanent:.3f}, "
+            f"kills at {[round(k) for k in self.kills]}, "
+            f"actions {[(round(a), w, x) for a, w, x in self.actions]}, "
+            f"node faults {self.node_faults}"
+        )
+
+
+def generate(seed: int) -> Scenario:
+    """Draws a scenario from ``seed``."""
+    rng = random.Random(seed)
+    control_planes = rng.choice([0, 1, 3, 3])
+    workers = rng.randint(2, 8)
+    names = [f"cp-{i}" for i in range(control_planes)] + [f"w-{i}" for i in range(workers)]
+    apps = []
+    for i in range(rng.randint(0, 3)):
+        replicas = rng.randint(2, max(2, workers * 2))
+        apps.append((f"app{i}", replicas, replicas - rng.randint(1, 2)))
+    spec: dict[str, Any] = {
+        "target": {"version": NEW},
+        "nodeSelector": {"matchLabels": {"pool": "sim"}},
+        "strategy": {"maxUnavailable": rng.choice([1, 1, 2, 3, "50%"])},
+        "drain": {
+            "timeout": rng.choice(["30s", "2m", "10m"]),
+            "onTimeout": rng.choice(["Fail", "Fail", "ForceDelete"]),
+            "settle": "2s",
+        },
+        "failurePolicy": {
+            "nodeTimeout": rng.choice(["5m", "15m"]),
+            "retries": rng.choice([0, 1, 2]),
+            "retryBackoff": rng.choice(["10s", "1m"]),
+            "maxFailures": rng.choice([0, 1, 2]),
+            "uncordonOnFailure": rng.random() < 0.3,
+            "rollback": rng.random() < 0.2,
+        },
+    }
+    quiet = rng.random() < 0.15
+    rates = FaultRates(
+        transient=0.0 if quiet else rng.choice([0.01, 0.05, 0.1]),
+        lost_reply=0.0 if quiet else rng.choice([0.0, 0.02, 0.05]),
+        slow=0.0 if quiet else rng.choice([0.0, 0.02, 0.1]),
+        permanent=0.0 if quiet else rng.choice([0.0, 0.0, 0.002]),
+    )
+    if rng.random() < 0.2:
+        start = rng.uniform(0, 400)
+        rates.kube_outages.append((start, start + rng.uniform(10, 240)))
+    if rng.random() < 0.2:
+        node = rng.choice(names)
+        start = rng.uniform(0, 400)
+        rates.osapi_outages[node] = [(start, start + rng.uniform(10, 900))]
+    kills = sorted(rng.uniform(0, 600) for _ in range(rng.choice([0, 0, 1, 2, 3, 5])))
+    actions: list[tuple[float, str, str]] = []
+    if rng.random() < 0.25:
+        actions.append((rng.uniform(5, 300), "max-unavailable", str(rng.choice([1, 2, 3]))))
+    if rng.random() < 0.2:
+        pause = rng.uniform(5, 300)
+        actions.append((pause, "pause", ""))
+        actions.append((pause + rng.uniform(1, 300), "resume", ""))
+    if rng.random() < 0.15:
+        actions.append((rng.uniform(5, 400), "retarget", NEWER))
+    if rng.random() < 0.25:
+        when = rng.uniform(0, 400)
+        node = rng.choice(names)
+        actions.append((when, "human-cordon", node))
+        actions.append((when + rng.uniform(5, 300), "human-uncordon", node))
+    if rng.random() < 0.1:
+        actions.append((rng.uniform(5, 400), "reregister", rng.choice(names)))
+    if rng.random() < 0.15:
+        start = rng.uniform(0, 300)
+        actions.append((start, "etcd-unhealthy", ""))
+        actions.append((start + rng.uniform(5, 200), "etcd-healthy", ""))
+    node_faults: dict[str, str] = {}
+    for name in names:
+        roll = rng.random()
+        if roll < 0.04:
+            node_faults[name] = "install-fails"
+        elif roll < 0.07:
+            node_faults[name] = "never-returns"
+        elif roll < 0.10:
+            node_faults[name] = "boots-old"
+    reboot_s = {name: rng.uniform(3, 60) for name in names}
+    actions.sort()
+    return Scenario(
+        seed, control_planes, workers, apps, spec, rates, kills, actions, node_faults, reboot_s
+    )
+
+
+@dataclass
+class Report:
+    """What a run found."""
+
+    scenario: Scenario
+    violations: list[str]
+    trace: list[str]
+    phase: str
+    virtual_s: float
+    wall_s: float
+    entries: int
+    incarnations: int
+    loop_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def explain(self, lines: int = 40) -> str:
+        head = self.scenario.describe()
+        body = "\n".join(self.trace[-lines:])
+        found = "\n".join(f"  VIOLATION {v}" for v in self.violations)
+        return f"{head}\n{found}\nlast journal entries:\n{body}"
+
+
+class _Driver:
+    def __init__(self, scenario: Scenario, loop: VirtualTimeLoop) -> None:
+        self.scenario = scenario
+        self.loop = loop
+        self.rng = random.Random(scenario.seed * 7919 + 1)
+        self.world = World(random.Random(scenario.seed * 104729 + 3), loop)
+        self.checker = Checker(PLAN)
+        self.world.checks.append(self.checker)
+        self.world.checks.append(self._wake_on_node_event)
+        self.life: Life | None = None
+        self.rollout: PlanRollout | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.incarnations = 0
+        self.loop_errors: list[str] = []
+        self._build()
+
+    def _build(self) -> None:
+        s = self.scenario
+        for i in range(s.control_planes):
+            self.world.add_node(f"cp-{i}", control_plane=True)
+        for i in range(s.workers):
+            self.world.add_node(f"w-{i}", control_plane=False)
+        for name, fault in s.node_faults.items():
+            node = self.world.nodes[name]
+            node.install_fails = fault == "install-fails"
+            node.never_returns = fault == "never-returns"
+            node.boots_old = fault == "boots-old"
+        for name, seconds in s.reboot_s.items():
+            self.world.nodes[name].reboot_s = seconds
+        for app, replicas, min_available in s.apps:
+            self.world.add_app(app, replicas, min_available)
+        self.world.plan = {
+            "apiVersion": "nodeos.dev/v1alpha1",
+            "kind": "UpgradePlan",
+            "metadata": {
+                "name": PLAN,
+                "uid": "plan-uid",
+                "generation": 1,
+                "creationTimestamp": "2026-01-05T00:00:00Z",
+                "annotations": {},
+            },
+            "spec": s.spec,
+        }
+
+    def _wake_on_node_event(self, world: World, entry: Any) -> None:
+        if entry.kind in NODE_EVENTS and self.rollout is not None:
+            self.rollout.wake.set()
+
+    def clock(self) -> datetime.datetime:
+        return at(self.loop.time())
+
+    # -- engine incarnations -------------------------------------------------------------------
+
+    def start_engine(self) -> None:
+        self.incarnations += 1
+        life = Life(self.incarnations)
+        rng = random.Random(self.scenario.seed * 31 + self.incarnations)
+        kube = SimKube(self.world, self.scenario.rates, rng, life)
+        osapi = SimOsApi(self.world, self.scenario.rates, rng, life)
+        deps = EngineDeps(
+            kube=kube,
+            osapi=osapi,
+            routing=Routing("Node"),
+            clock=self.clock,
+            poll_s=0.5,
+        )
+        world = self.world
+        rollout = PlanRollout(
+            PLAN,
+            "plan-uid",
+            deps,
+            nodes=lambda: {name: node.view() for name, node in world.nodes.items()},
+            body=world.plan_body,
+        )
+        self.life, self.rollout = life, rollout
+        self.task = asyncio.ensure_future(self._daemon(rollout, life))
+
+    async def _daemon(self, rollout: PlanRollout, life: Life) -> None:
+        """What kopf does with a daemon: run it; if it raises, log and restart it later."""
+        try:
+            await rollout.run(lambda: not life.alive)
+        except (Killed, asyncio.CancelledError):
+            return
+        except Exception as error:  # the engine's loop must never die of an error
+            self.world.record("engine-crashed", detail=repr(error))
+            self.loop_errors.append(repr(error))
+            self.checker.fail(self.world, f"the engine's loop died: {error!r}")
+            if life.alive:
+                self.loop.call_later(60.0, self._restart_after_crash, life)
+
+    def _restart_after_crash(self, life: Life) -> None:
+        if life.alive and self.life is life:
+            life.alive = False
+            self.start_engine()
+
+    def kill(self) -> None:
+        if self.life is None or self.task is None:
+            return
+        self.world.record("engine-killed", detail=f"incarnation {self.life.number}")
+        self.life.alive = False
+        self.task.cancel()
+        self.rollout = None
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def schedule(self) -> None:
+        for when in self.scenario.kills:
+            self.loop.call_later(when, self._kill_and_restart)
+        for when, what, arg in self.scenario.actions:
+            self.loop.call_later(when, self._act, what, arg)
+
+    def _kill_and_restart(self) -> None:
+        self.kill()
+        self.loop.call_later(self.rng.uniform(0.5, 20.0), self.start_engine)
+
+    def _act(self, what: str, arg: str) -> None:
+        world = self.world
+        match what:
+            case "max-unavailable":
+                value = int(arg)
+                world.edit_spec(
+                    lambda s: s["strategy"].update(maxUnavailable=value), f"maxUnavailable={arg}"
+                )
+            case "pause":
+                world.edit_spec(lambda s: s.update(paused=True), "paused=true")
+            case "resume":
+                world.edit_spec(lambda s: s.update(paused=False), "paused=false")
+            case "retarget":
+                world.edit_spec(lambda s: s["target"].update(version=arg), f"target={arg}")
+            case "human-cordon":
+                node = world.nodes[arg]
+                if not node.unschedulable:
+                    world.record("human-cordon", arg)
+                    world.cordon(arg, None)
+            case "human-uncordon":
+                node = world.nodes[arg]
+                if node.unschedulable and not node.annotations:
+                    world.record("human-uncordon", arg)
+                    world.uncordon(arg, "someone else")
+            case "reregister":
+                if not world.nodes[arg].annotations:
+                    world.reregister(arg)
+            case "etcd-unhealthy":
+                world.etcd_unhealthy = True
+            case "etcd-healthy":
+                world.etcd_unhealthy = False
+            case "retry":
+                world.annotate(RETRY_ANNOTATION, "true")
+
+    def finished(self) -> bool:
+        status = self.world.status()
+        quiet = self.loop.time() > max(
+            [*self.scenario.kills, *(a[0] for a in self.scenario.actions), 0.0]
+        )
+        return (
+            quiet
+            and status.get("phase") in ("Completed", "Failed")
+            and not status.get("inFlight")
+            and (status.get("observedGeneration") == self.world.plan["metadata"]["generation"])
+        )
+
+    async def run(self) -> str:
+        self.start_engine()
+        self.schedule()
+        settled_at: float | None = None
+        while self.loop.time() < TIME_LIMIT_S:
+            await asyncio.sleep(5.0)
+            self.checker.tick(self.world)
+            if self.finished():
+                settled_at = settled_at if settled_at is not None else self.loop.time()
+                if self.loop.time() - settled_at >= 30.0:
+                    break
+            else:
+                settled_at = None
+        else:
+            status = self.world.status()
+            self.checker.fail(
+                self.world,
+                f"no end after {TIME_LIMIT_S:.0f}s: phase {status.get('phase')}, "
+                f"message {status.get('message')!r}",
+            )
+        self.kill()
+        self.checker.finish(self.world)
+        return str(self.world.status().get("phase"))
+
+
+def simulate(scenario: Scenario, configure: Callable[[_Driver], None] | None = None) -> Report:
+    """Runs one scenario to its end on a fresh virtual-time loop."""
+    loop = VirtualTimeLoop()
+    driver = _Driver(scenario, loop)
+    if configure is not None:
+        configure(driver)
+    started = time.perf_counter()
+    try:
+        phase = loop.run_until_complete(driver.run())
+    except DeadlockError as error:
+        driver.checker.fail(driver.world, f"deadlock: {error}")
+        phase = "Deadlock"
+    finally:
+        _close(loop)
+    return Report(
+        scenario=scenario,
+        violations=list(driver.checker.violations),
+        trace=[str(e) for e in driver.world.journal],
+        phase=phase,
+        virtual_s=loop.time(),
+        wall_s=time.perf_counter() - started,
+        entries=len(driver.world.journal),
+        incarnations=driver.incarnations,
+        loop_errors=driver.loop_errors,
+    )
+
+
+def _close(loop: VirtualTimeLoop) -> None:
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
