@@ -1,6 +1,7 @@
 """Fake nodes for the sandbox: the kwok controller's flags and the Node objects it manages.
 
-kwok keeps every Node annotated ``kwok.x-k8s.io/node=fake`` heartbeating and Ready, runs the pods
+kwok keeps every Node annotated ``kwok.x-k8s.io/node=fake`` heartbeating (a node Lease, renewed
+as a kubelet does) and Ready, runs the pods
 the scheduler binds to them, and finalizes their deletion. A node whose status someone else must
 own for a while (the node simulator during a reboot) is marked with ``DISREGARD_ANNOTATION`` and
 kwok leaves its status alone until the mark is removed.
@@ -13,6 +14,7 @@ from typing import Any
 
 MANAGED_ANNOTATION = "kwok.x-k8s.io/node"
 DISREGARD_ANNOTATION = "nodeos.dev/kwok-disregard-status"
+NODE_LEASE_SECONDS = 40
 FAKE_NODE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 FAKE_NODE_TOLERATION = {
     "key": "kwok.x-k8s.io/node",
@@ -32,6 +34,11 @@ def controller_flags(kubeconfig: str) -> list[str]:
         "--cidr=10.244.0.0/16",
         "--node-ip=10.0.0.1",
         "--server-address=",
+        # Heartbeat through node Leases, as real kubelets (and kwokctl) do. Without them kwok
+        # heartbeats by status updates only, every 20 s plus up to 25 s of jitter, which races
+        # the controller manager's 50 s grace period: idle nodes flipped to Ready=Unknown for
+        # an instant, their pods went NotReady and PDBs refused evictions.
+        f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
     ]
 
 
