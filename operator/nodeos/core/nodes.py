@@ -50,10 +50,6 @@ class NodeView:
         """Out of service: NotReady, or cordoned (by anyone)."""
         return not self.ready or self.unschedulable
 
-    def cordoned_by_someone_else(self, owner: str) -> bool:
-        """Cordoned, but not by ``owner``'s mark."""
-        return self.unschedulable and self.cordoned_by != owner
-
 
 def matches(selector: Mapping[str, object], labels: Mapping[str, str]) -> bool:
     """Whether labels match a Kubernetes LabelSelector given in its API (camelCase) form."""

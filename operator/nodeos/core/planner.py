@@ -26,7 +26,7 @@ from nodeos.core import windows
 from nodeos.core.nodes import NodeView, matches
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
 
-TERMINAL = frozenset({"Done", "Failed", "RolledBack", "Skipped"})
+TERMINAL = frozenset({"Done", "Failed", "RolledBack"})
 FAILED = frozenset({"Failed", "RolledBack"})
 PREVIEW_BATCHES = 20
 
@@ -68,10 +68,8 @@ class Decision:
 
     start: tuple[str, ...]
     up_to_date: tuple[str, ...]
-    order: tuple[str, ...]
     batches: tuple[tuple[str, ...], ...]
     total_batches: int
-    budget: int
     waiting: Waiting | None
     complete: bool
     failed_budget_exhausted: bool
@@ -148,14 +146,12 @@ def plan_step(
     failures = counts["failed"]
     exhausted = failures > spec.failure_policy.max_failures
     batches = batches_of(remaining, budget)
-    complete = not remaining and not in_flight
+    complete = bool(ordered) and not remaining and not in_flight
     decision = Decision(
         start=(),
         up_to_date=up_to_date,
-        order=tuple(node.name for node in remaining),
         batches=tuple(batches[:PREVIEW_BATCHES]),
         total_batches=len(batches),
-        budget=budget,
         waiting=None,
         complete=complete,
         failed_budget_exhausted=exhausted,
@@ -163,6 +159,12 @@ def plan_step(
     )
     if complete:
         return decision
+    if not ordered and not in_flight:
+        return _wait(
+            decision,
+            "NoNodesSelected",
+            "spec.nodeSelector matches no node; check its labels (nothing will be upgraded)",
+        )
     if exhausted:
         return _wait(
             decision,
@@ -255,6 +257,29 @@ def plan_step(
     return _replace(decision, start=tuple(start), waiting=None if start else blocked)
 
 
+def still_fits(
+    spec: UpgradePlanSpec, name: str, in_flight: Sequence[str], nodes: Sequence[NodeView]
+) -> str | None:
+    """Why cordoning ``name`` now would break maxUnavailable, or None when it still fits.
+
+    A slot is claimed under the budget, but the node may be cordoned much later (its OS API
+    was unreachable meanwhile) after others went out of service: checked again just before.
+    """
+    ordered = order_nodes(spec, nodes, None)
+    me = next((node for node in ordered if node.name == name), None)
+    if me is None or me.unavailable:
+        return None  # already out of service: cordoning it disrupts nothing more
+    budget = max_unavailable(spec.strategy.max_unavailable, len(ordered))
+    out = {n.name for n in ordered if n.unavailable} | set(in_flight)
+    out.discard(name)
+    if len(out) + 1 <= budget:
+        return None
+    return (
+        f"{len(out)} other node(s) out of service since its slot was claimed "
+        f"(maxUnavailable {budget}): {', '.join(sorted(out)[:5])}"
+    )
+
+
 def canary_nodes(
     spec: UpgradePlanSpec, nodes: Sequence[NodeView], operator_node: str | None
 ) -> tuple[str, ...]:
@@ -291,15 +316,13 @@ def _counts(
         1 for n in ordered if n.name in up_to_date and n.name not in progress
     )
     failed = sum(1 for phase in phases if phase in FAILED)
-    skipped = sum(1 for phase in phases if phase == "Skipped")
     in_progress = sum(1 for n in ordered if n.name in in_flight)
     return {
         "total": len(ordered),
         "updated": updated,
         "failed": failed,
-        "skipped": skipped,
         "inProgress": in_progress,
-        "pending": len(ordered) - updated - failed - skipped - in_progress,
+        "pending": len(ordered) - updated - failed - in_progress,
     }
 
 

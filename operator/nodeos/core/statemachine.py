@@ -5,11 +5,22 @@ Pure functions over ``NodeProgress`` with ``now`` passed in. The worker in the s
 progress to persist. Phases::
 
     Pending -> Cordoning -> Draining -> Upgrading -> Rebooting -> Verifying -> Uncordoning
-            -> Soaking -> Done            (side exits: Failed, RolledBack)
+            -> Soaking -> Done            (side exits: Failed, RollingBack -> RolledBack)
 
-Upgrading is persisted *before* the install call; a worker that finds a node in Upgrading after
-a restart does not install again (invariant: at most one upgrade per node per plan) but checks
-whether the node already rebooted, and otherwise treats the node as failed (retry per policy).
+Rules that keep a node safe whatever fails or restarts:
+
+- Every phase has a deadline (the drain's own, else the node timeout from the attempt's start);
+  a transient error past it fails the attempt with a reason.
+- Install and Reboot are separate persisted steps, so a failed Reboot never installs again.
+  A Reboot is sent only while the node still reports the boot ID recorded before the upgrade;
+  once it reports another, the node has rebooted and is verified, never rebooted again.
+- An install whose outcome is unknown (its reply was lost, or the operator restarted while the
+  node was in Upgrading) is not sent again in the same attempt: the node is rebooted and its
+  version checked. If the install did not take, a new attempt starts that does not count
+  against ``retries`` (at most ``MAX_INTERRUPTIONS`` times).
+- A record that leaves its slot (retry pending, failed, rolled back) first gives back our
+  cordon, unless the policy keeps failed nodes cordoned; so no cordon of ours exists outside
+  the in-flight ledger except on a node reported failed.
 """
 
 from __future__ import annotations
@@ -22,16 +33,20 @@ from nodeos.models.common import parse_duration
 from nodeos.models.rollout import RolloutPolicy
 from nodeos.models.upgradeplan import NodeProgress
 
+MAX_INTERRUPTIONS = 3
+FINAL = frozenset({"Done", "Failed", "RolledBack"})
+NOT_RETRIED = frozenset({"BootFallback", "NotRebooted", "NeverReturned", "RollbackFailed"})
+
 ActionKind = Literal[
     "Cordon",
     "Drain",
     "Install",
+    "Reboot",
     "AwaitReboot",
     "Verify",
     "Uncordon",
     "Soak",
     "Rollback",
-    "CleanupFailed",
     "None",
 ]
 
@@ -42,7 +57,6 @@ class Action:
 
     kind: ActionKind
     force: bool = False  # Drain: delete what eviction could not move
-    resumed: bool = False  # Install/AwaitReboot: picked up after an operator restart
 
 
 @dataclass(frozen=True)
@@ -53,12 +67,13 @@ class Result:
     transient: bool = False  # try the same action again later
     reason: str = ""
     message: str = ""
-    boot_id: str | None = None  # Cordon: boot ID before the upgrade; AwaitReboot: the new one
-    version: str | None = None  # Verify/Install: what the OS API reports
+    boot_id: str | None = None  # Cordon/Rollback: boot ID before; Reboot/AwaitReboot: now
+    version: str | None = None  # Cordon/Verify/AwaitReboot: what the OS API reports
     cordoned_by_us: bool | None = None
     remaining_pods: int = 0
     binds_pending: bool = False  # Drain: found the node empty while pods awaited binding
-    reboots_itself: bool = False
+    reboot_requested: bool = False  # Install (reboots by itself), Reboot, Rollback
+    unconfirmed: bool = False  # Install: the call's outcome is unknown
     unhealthy: bool = False  # Verify: back on the target version but not healthy
 
 
@@ -66,26 +81,69 @@ class Result:
 class Context:
     """Everything besides the node's progress that decides its next phase."""
 
-    target: str | None  # None: keep the version the node had (a config-only rollout)
     policy: RolloutPolicy
-    is_resume: bool = False
 
 
-def start(name: str, previous: NodeProgress | None, now: datetime.datetime) -> NodeProgress:
+def start(
+    name: str,
+    previous: NodeProgress | None,
+    target: str | None,
+    policy: RolloutPolicy,
+    now: datetime.datetime,
+) -> NodeProgress:
     """The record written (with the slot) before anything touches the node."""
-    attempt = previous.attempt if previous is not None else None
     return NodeProgress(
         name=name,
         phase="Cordoning",
         since=now,
-        attempt=attempt,
-        cordoned_by_us=previous.cordoned_by_us if previous else None,
-        boot_id=None,
+        started_at=now,
+        deadline=now + parse_duration(policy.failure_policy.node_timeout),
+        attempt=previous.attempt if previous is not None else None,
+        interrupted=previous.interrupted if previous is not None else None,
+        target=target,
+    )
+
+
+def resume(progress: NodeProgress, now: datetime.datetime) -> NodeProgress:
+    """The record as a restarted worker must take it up.
+
+    A node found in Upgrading may or may not have received its install: rather than install
+    again, the worker reboots it and lets the version decide (see the module's rules).
+    """
+    if progress.phase != "Upgrading":
+        return progress
+    return replace(
+        progress,
+        phase="Rebooting",
+        since=now,
+        unconfirmed=True,
+        reboot_requested_at=None,
+        message="the operator restarted during the install; rebooting and checking the version "
+        "instead of installing again",
+    )
+
+
+def requeue(progress: NodeProgress, why: str, now: datetime.datetime) -> NodeProgress:
+    """Gives the slot back before touching the node; not a failed attempt."""
+    return replace(
+        progress,
+        phase="Pending",
+        since=now,
+        deadline=None,
+        reason="Requeued",
+        message=f"not cordoned: {why}",
+    )
+
+
+def keeps_cordon(progress: NodeProgress, policy: RolloutPolicy) -> bool:
+    """Whether a finished or failed record may leave its slot with our cordon still on."""
+    return progress.phase in ("Failed", "RolledBack") and not (
+        policy.failure_policy.uncordon_on_failure
     )
 
 
 def next_action(progress: NodeProgress, ctx: Context, now: datetime.datetime) -> Action:
-    """The action for the node's current phase."""
+    """The action for the node's current phase (``None``: the slot can be released)."""
     match progress.phase:
         case "Cordoning":
             return Action("Cordon")
@@ -94,17 +152,23 @@ def next_action(progress: NodeProgress, ctx: Context, now: datetime.datetime) ->
             force = expired and ctx.policy.drain.on_timeout == "ForceDelete"
             return Action("Drain", force=force)
         case "Upgrading":
-            return Action("Install", resumed=ctx.is_resume)
+            return Action("Install")
         case "Rebooting":
-            return Action("AwaitReboot", resumed=ctx.is_resume)
+            return Action("Reboot" if progress.reboot_requested_at is None else "AwaitReboot")
+        case "RollingBack":
+            return Action("Rollback" if progress.reboot_requested_at is None else "AwaitReboot")
         case "Verifying":
             return Action("Verify")
         case "Uncordoning":
             return Action("Uncordon")
         case "Soaking":
             return Action("Soak")
-        case "Failed" if progress.reason == "RollingBack":
-            return Action("Rollback")
+        case "Pending" | "Failed" | "RolledBack" if (
+            progress.cordoned_by_us is not False and not keeps_cordon(progress, ctx.policy)
+        ):
+            # Unknown (None) counts as ours: a cordon whose reply was lost may be on the node.
+            # The uncordon is guarded by our mark, so it never lifts someone else's.
+            return Action("Uncordon")
         case _:
             return Action("None")
 
@@ -113,97 +177,63 @@ def after(
     progress: NodeProgress, action: Action, result: Result, ctx: Context, now: datetime.datetime
 ) -> NodeProgress:
     """The node's progress once ``action`` produced ``result``."""
+    if action.kind == "Uncordon" and progress.phase != "Uncordoning":
+        if result.transient:
+            return progress  # a retry or failure waits for its cordon to come off
+        return replace(progress, cordoned_by_us=False)
     if result.transient:
+        if (
+            action.kind == "Drain"
+            and not action.force
+            and _drain_outlives_error(progress, ctx, now)
+        ):
+            return progress  # the next round applies onTimeout, not this error
         return _check_deadline(progress, ctx, now, result)
     if not result.ok:
         return fail(progress, result.reason, result.message, ctx, now)
     policy = ctx.policy
     match action.kind:
         case "Cordon":
-            node_deadline = now + parse_duration(policy.failure_policy.node_timeout)
-            if not policy.drain.enabled:
-                return _enter(
-                    progress,
-                    "Upgrading",
-                    now,
-                    deadline=node_deadline,
-                    boot_id=result.boot_id,
-                    from_version=result.version,
-                    cordoned_by_us=result.cordoned_by_us,
-                )
-            drain_deadline = min(now + parse_duration(policy.drain.timeout), node_deadline)
+            deadline = progress.deadline
+            if policy.drain.enabled:
+                drain_deadline = now + parse_duration(policy.drain.timeout)
+                deadline = min(drain_deadline, deadline) if deadline else drain_deadline
             return _enter(
                 progress,
-                "Draining",
+                "Draining" if policy.drain.enabled else "Upgrading",
                 now,
-                deadline=drain_deadline,
+                deadline=deadline,
                 boot_id=result.boot_id,
                 from_version=result.version,
                 cordoned_by_us=result.cordoned_by_us,
             )
         case "Drain":
-            expired = progress.deadline is not None and now >= progress.deadline
-            if (
-                result.remaining_pods == 0
-                and result.binds_pending
-                and not action.force
-                and _settling(progress, ctx, now)
-            ):
-                return replace(
-                    progress,
-                    message="nothing left to evict, but the scheduler has pods to bind; "
-                    "checking again once any placed here before the cordon are bound",
-                )
-            if result.remaining_pods == 0 or action.force:
-                return _enter(progress, "Upgrading", now, deadline=_node_deadline(progress, ctx))
-            if not expired:
-                return replace(
-                    progress,
-                    message=f"{result.remaining_pods} pod(s) left to evict: {result.message}",
-                )
-            if policy.drain.on_timeout == "SkipRemaining":
-                return _enter(
-                    progress,
-                    "Upgrading",
-                    now,
-                    deadline=_node_deadline(progress, ctx),
-                    message=f"drain timed out; rebooting with {result.remaining_pods} "
-                    "pod(s) still on the node (onTimeout: SkipRemaining)",
-                )
-            return fail(
-                progress,
-                "DrainTimeout",
-                f"drain timed out with {result.remaining_pods} pod(s) left: "
-                f"{result.message}; not rebooting",
-                ctx,
-                now,
-            )
+            return _after_drain(progress, action, result, ctx, now)
         case "Install":
-            if action.resumed and result.boot_id is None:
-                return fail(
-                    progress,
-                    "InstallInterrupted",
-                    "the operator restarted during the install call and the node has not "
-                    "rebooted; not installing twice",
-                    ctx,
-                    now,
-                )
             return _enter(
                 progress,
                 "Rebooting",
                 now,
                 deadline=_node_deadline(progress, ctx),
-                message="installed; rebooting"
-                if not result.reboots_itself
-                else "installed; the node reboots itself",
+                reboot_requested_at=now if result.reboot_requested else None,
+                unconfirmed=True if result.unconfirmed else None,
+                message=result.message or None,
             )
-        case "AwaitReboot":
-            if result.boot_id is None or result.boot_id == progress.boot_id:
-                return _check_deadline(progress, ctx, now, result)
-            return _enter(progress, "Verifying", now, deadline=_node_deadline(progress, ctx))
+        case "Reboot" | "AwaitReboot" | "Rollback":
+            return _after_reboot(progress, action, result, ctx, now)
         case "Verify":
-            expected = ctx.target or progress.from_version
+            expected = progress.target or progress.from_version
             if result.version != expected:
+                if progress.unconfirmed:
+                    return fail(
+                        progress,
+                        "InstallNotConfirmed",
+                        f"came back on {result.version}, not {expected}: the install whose "
+                        "reply was lost did not take; installing again in a new attempt",
+                        ctx,
+                        now,
+                        interrupted=True,
+                    )
                 return fail(
                     progress,
                     "BootFallback",
@@ -211,29 +241,109 @@ def after(
                     "the install did not take)",
                     ctx,
                     now,
-                    allow_rollback=False,
                 )
             if result.unhealthy:
+                # The boot ID now proves the next reboot: the rollback's, if it comes to that.
+                progress = replace(progress, boot_id=result.boot_id or progress.boot_id)
                 return _check_deadline(progress, ctx, now, result, unhealthy=True)
-            return _enter(progress, "Uncordoning", now, deadline=None)
+            return _enter(progress, "Uncordoning", now, deadline=_node_deadline(progress, ctx))
         case "Uncordon":
             soak = parse_duration(policy.strategy.soak_between_nodes)
             if soak.total_seconds() > 0:
                 return _enter(progress, "Soaking", now, deadline=now + soak)
             return _done(progress, now)
         case "Soak":
+            if progress.deadline is not None and now < progress.deadline:
+                return progress
             return _done(progress, now)
-        case "Rollback":
+        case _:
+            return progress
+
+
+def _after_drain(
+    progress: NodeProgress, action: Action, result: Result, ctx: Context, now: datetime.datetime
+) -> NodeProgress:
+    policy = ctx.policy
+    expired = progress.deadline is not None and now >= progress.deadline
+    if (
+        result.remaining_pods == 0
+        and result.binds_pending
+        and not action.force
+        and _settling(progress, ctx, now)
+    ):
+        return replace(
+            progress,
+            message="nothing left to evict, but the scheduler has pods to bind; "
+            "checking again once any placed here before the cordon are bound",
+        )
+    if result.remaining_pods == 0 or action.force:
+        return _enter(progress, "Upgrading", now, deadline=_node_deadline(progress, ctx))
+    if not expired:
+        return replace(
+            progress,
+            message=f"{result.remaining_pods} pod(s) left to evict: {result.message}",
+        )
+    if policy.drain.on_timeout == "SkipRemaining":
+        return _enter(
+            progress,
+            "Upgrading",
+            now,
+            deadline=_node_deadline(progress, ctx),
+            message=f"drain timed out; rebooting with {result.remaining_pods} "
+            "pod(s) still on the node (onTimeout: SkipRemaining)",
+        )
+    return fail(
+        progress,
+        "DrainTimeout",
+        f"drain timed out with {result.remaining_pods} pod(s) left: "
+        f"{result.message}; not rebooting",
+        ctx,
+        now,
+    )
+
+
+def _after_reboot(
+    progress: NodeProgress, action: Action, result: Result, ctx: Context, now: datetime.datetime
+) -> NodeProgress:
+    """Reboot, AwaitReboot and Rollback: a new boot ID moves on; otherwise keep waiting."""
+    if action.kind == "Rollback" and result.reboot_requested:
+        return replace(progress, reboot_requested_at=now)
+    if result.boot_id is not None and progress.boot_id and result.boot_id != progress.boot_id:
+        if progress.phase == "RollingBack":
+            if result.version != progress.from_version:
+                return fail(
+                    progress,
+                    "RollbackFailed",
+                    f"rolled back but the node runs {result.version}, not {progress.from_version}",
+                    ctx,
+                    now,
+                    allow_rollback=False,
+                )
             return replace(
                 progress,
                 phase="RolledBack",
                 since=now,
                 reason="RolledBack",
-                message=progress.message,
+                message=f"rolled back to {progress.from_version} after: {progress.message}",
                 deadline=None,
+                reboot_requested_at=None,
             )
-        case _:
-            return progress
+        return _enter(
+            progress,
+            "Verifying",
+            now,
+            deadline=_node_deadline(progress, ctx),
+            reboot_requested_at=None,
+        )
+    if result.reboot_requested:
+        return replace(progress, reboot_requested_at=now)
+    return _check_deadline(progress, ctx, now, result)
+
+
+def _drain_outlives_error(progress: NodeProgress, ctx: Context, now: datetime.datetime) -> bool:
+    """Past the drain's deadline, an onTimeout other than Fail still gets its round."""
+    node_deadline = _node_deadline(progress, ctx)
+    return ctx.policy.drain.on_timeout != "Fail" and (node_deadline is None or now < node_deadline)
 
 
 def _settling(progress: NodeProgress, ctx: Context, now: datetime.datetime) -> bool:
@@ -255,41 +365,50 @@ def fail(
     now: datetime.datetime,
     *,
     allow_rollback: bool = True,
+    interrupted: bool = False,
 ) -> NodeProgress:
-    """A failed attempt: back to Pending with a retry time, or Failed when out of retries."""
+    """A failed attempt: back to Pending with a retry time, or Failed when out of retries.
+
+    ``interrupted``: the attempt ended through no fault of the node (an unconfirmed install);
+    the next attempt does not count against ``retries``.
+    """
     policy = ctx.policy.failure_policy
     attempt = progress.attempt or 0
-    if attempt < policy.retries and reason not in ("BootFallback", "NotRebooted"):
-        backoff = parse_duration(policy.retry_backoff) * (2**attempt)
+    free = (progress.interrupted or 0) + (1 if interrupted else 0)
+    free = min(free, MAX_INTERRUPTIONS)
+    counted = attempt + 1 - free
+    common: dict[str, object] = {
+        "since": now,
+        "reason": reason,
+        "message": message,
+        "deadline": None,
+        "reboot_requested_at": None,
+        "unconfirmed": None,
+    }
+    if reason not in NOT_RETRIED and counted <= policy.retries:
+        backoff = parse_duration(policy.retry_backoff) * (2 ** max(0, counted - 1))
         backoff = min(backoff, datetime.timedelta(hours=1))
+        if interrupted:
+            backoff = datetime.timedelta(0)
         return replace(
             progress,
             phase="Pending",
-            since=now,
             attempt=attempt + 1,
+            interrupted=free or None,
             retry_at=now + backoff,
-            reason=reason,
-            message=message,
-            deadline=None,
+            **common,
         )
     if policy.rollback and allow_rollback and reason == "Unhealthy":
         return replace(
             progress,
-            phase="Failed",
-            since=now,
-            reason="RollingBack",
-            message=message,
-            deadline=None,
+            phase="RollingBack",
+            **{
+                **common,
+                "deadline": now + parse_duration(policy.node_timeout),
+                "reason": "Unhealthy",
+            },
         )
-    return replace(
-        progress,
-        phase="Failed",
-        since=now,
-        reason=reason,
-        message=message,
-        deadline=None,
-        retry_at=None,
-    )
+    return replace(progress, phase="Failed", retry_at=None, **common)
 
 
 def _check_deadline(
@@ -302,7 +421,16 @@ def _check_deadline(
 ) -> NodeProgress:
     if progress.deadline is None or now < progress.deadline:
         return progress
+    detail = result.message or "no progress"
     match progress.phase:
+        case "Rebooting" if progress.reboot_requested_at is None:
+            return fail(
+                progress,
+                "Unreachable",
+                f"could not ask the node to reboot before the deadline ({detail})",
+                ctx,
+                now,
+            )
         case "Rebooting":
             if result.ok and not result.transient and result.boot_id == progress.boot_id:
                 return fail(
@@ -315,10 +443,18 @@ def _check_deadline(
             return fail(
                 progress,
                 "NeverReturned",
-                "the node did not come back from its reboot "
-                f"before the deadline ({result.message or 'unreachable'})",
+                f"the node did not come back from its reboot before the deadline ({detail})",
                 ctx,
                 now,
+            )
+        case "RollingBack":
+            return fail(
+                progress,
+                "RollbackFailed",
+                f"the rollback did not finish before the deadline ({detail})",
+                ctx,
+                now,
+                allow_rollback=False,
             )
         case "Verifying" if unhealthy:
             return fail(
@@ -328,8 +464,7 @@ def _check_deadline(
             return fail(
                 progress,
                 "Timeout",
-                f"{progress.phase} did not finish before the node "
-                f"timeout ({result.message or 'no progress'})",
+                f"{progress.phase} did not finish before its deadline ({detail})",
                 ctx,
                 now,
             )
@@ -360,8 +495,11 @@ def _enter(
     }
     if progress.started_at is None:
         changes["started_at"] = progress.since or now
-    changes.update({k: v for k, v in fields.items() if v is not None})
+    changes.update({k: v for k, v in fields.items() if v is not None or k in _CLEARABLE})
     return replace(progress, **changes)
+
+
+_CLEARABLE = frozenset({"reboot_requested_at", "unconfirmed"})
 
 
 def replace(progress: NodeProgress, **changes: object) -> NodeProgress:
@@ -377,4 +515,5 @@ def _done(progress: NodeProgress, now: datetime.datetime) -> NodeProgress:
         since=now,
         from_version=progress.from_version,
         attempt=progress.attempt,
+        target=progress.target,
     )

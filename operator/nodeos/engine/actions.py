@@ -7,8 +7,7 @@ unreachable) come back as transient results, never as failures.
 
 from __future__ import annotations
 
-import asyncio
-import datetime
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ from nodeos.core.nodes import NodeView
 from nodeos.core.statemachine import Action, Result
 from nodeos.engine.drain import drain_round
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
-from nodeos.ports.kube import KubeApi
+from nodeos.ports.kube import KubeApi, KubeApiError, NotFoundError
 from nodeos.ports.osapi import CONFIG_PATH, NodeTarget, OsApi, OsApiError
 
 DEFAULT_INSTALLER = "ghcr.io/siderolabs/installer"
@@ -40,7 +39,7 @@ class NodeContext:
 
 
 async def perform(action: Action, progress: NodeProgress, ctx: NodeContext) -> Result:
-    """Runs ``action`` and reports the outcome."""
+    """Runs ``action`` and reports the outcome; errors become results, never escape."""
     try:
         match action.kind:
             case "Cordon":
@@ -48,26 +47,32 @@ async def perform(action: Action, progress: NodeProgress, ctx: NodeContext) -> R
             case "Drain":
                 return await _drain(ctx, action.force)
             case "Install":
-                return await (_resume_install(progress, ctx) if action.resumed else _install(ctx))
+                return await _install(ctx, progress)
+            case "Reboot":
+                return await _reboot(progress, ctx)
             case "AwaitReboot":
-                return await _await_reboot(progress, ctx, action.resumed)
+                return await _await_reboot(progress, ctx)
             case "Verify":
-                return await _verify(ctx)
+                return await _verify(ctx, progress)
             case "Uncordon":
-                if progress.cordoned_by_us:
-                    await ctx.kube.uncordon(ctx.node.name, ctx.plan)
+                if progress.cordoned_by_us is not False:
+                    with contextlib.suppress(NotFoundError):
+                        await ctx.kube.uncordon(ctx.node.name, ctx.plan)
                 return Result()
-            case "Soak":
-                return await _soak(progress)
             case "Rollback":
-                await ctx.osapi.rollback(ctx.target)
-                return Result()
+                return await _rollback(progress, ctx)
             case _:
                 return Result()
     except OsApiError as error:
         if error.transient:
             return Result(transient=True, message=error.detail)
         return Result(ok=False, reason=_reason(error), message=str(error))
+    except KubeApiError as error:
+        if error.transient:
+            return Result(transient=True, message=f"Kubernetes API: {error}")
+        return Result(ok=False, reason="KubernetesApi", message=f"Kubernetes API: {error}")
+    except NotFoundError as error:
+        return Result(transient=True, message=f"not found: {error}")
 
 
 async def _cordon(ctx: NodeContext) -> Result:
@@ -88,9 +93,13 @@ async def _drain(ctx: NodeContext, force: bool) -> Result:
     )
 
 
-async def _install(ctx: NodeContext) -> Result:
-    """Stages the machine config (if any), installs the OS (if needed), then reboots."""
-    wanted = ctx.spec.target.version
+async def _install(ctx: NodeContext, progress: NodeProgress) -> Result:
+    """Stages the machine config (if any) and installs the OS (if needed); never reboots.
+
+    The install call is the one step not sent twice in an attempt: when its reply is lost the
+    result says so (``unconfirmed``) and the reboot and version check decide.
+    """
+    wanted = progress.target
     current = (await ctx.osapi.version(ctx.target)).tag
     done: list[str] = []
     if ctx.spec.machine_config is not None:
@@ -104,38 +113,51 @@ async def _install(ctx: NodeContext) -> Result:
         done.append("staged the machine config")
     if ctx.node.control_plane:
         await _forfeit_leadership(ctx)
-    reboots_itself = False
-    if wanted is not None and wanted != current:
-        image = ctx.spec.target.image or await _derived_image(ctx)
+    if wanted is None or wanted == current:
+        return Result(message="; ".join(done) or "nothing to install; rebooting")
+    image = ctx.spec.target.image if ctx.spec.target.version == wanted else None
+    image = image or await _derived_image(ctx, wanted)
+    try:
         outcome = await ctx.osapi.install(ctx.target, image, ctx.spec.upgrade.api)
-        reboots_itself = outcome.reboots_itself
-        done.append(f"installed {image}")
-    if not reboots_itself:
-        await ctx.osapi.reboot(ctx.target, ctx.spec.upgrade.reboot_mode)
-    return Result(reboots_itself=reboots_itself, message="; ".join(done))
+    except OsApiError as error:
+        if not error.transient:
+            raise
+        return Result(
+            unconfirmed=True,
+            message=f"sent the install of {image} but its reply was lost ({error.detail}); "
+            "rebooting and checking the version instead of installing twice",
+        )
+    done.append(f"installed {image}")
+    return Result(reboot_requested=outcome.reboots_itself, message="; ".join(done))
 
 
-async def _resume_install(progress: NodeProgress, ctx: NodeContext) -> Result:
-    """After a restart mid-install: never install again; find out whether it rebooted."""
+async def _reboot(progress: NodeProgress, ctx: NodeContext) -> Result:
+    """Reboots the node unless it already runs a boot other than the recorded one."""
     boot_id = await ctx.osapi.boot_id(ctx.target)
-    if boot_id != progress.boot_id:
+    if progress.boot_id and boot_id != progress.boot_id:
         return Result(boot_id=boot_id)
-    return Result(boot_id=None)
+    await ctx.osapi.reboot(ctx.target, ctx.spec.upgrade.reboot_mode)
+    return Result(boot_id=boot_id, reboot_requested=True)
 
 
-async def _await_reboot(progress: NodeProgress, ctx: NodeContext, resumed: bool) -> Result:
+async def _await_reboot(progress: NodeProgress, ctx: NodeContext) -> Result:
     boot_id = await ctx.osapi.boot_id(ctx.target)
-    if boot_id == progress.boot_id and resumed:
-        # The operator may have died between install and reboot; a second reboot is harmless.
-        try:
-            await ctx.osapi.reboot(ctx.target, ctx.spec.upgrade.reboot_mode)
-        except OsApiError as error:
-            if not error.transient and error.code != "FAILED_PRECONDITION":
-                raise
-    return Result(boot_id=boot_id)
+    version = None
+    if boot_id != progress.boot_id and progress.phase == "RollingBack":
+        version = (await ctx.osapi.version(ctx.target)).tag
+    return Result(boot_id=boot_id, version=version)
 
 
-async def _verify(ctx: NodeContext) -> Result:
+async def _rollback(progress: NodeProgress, ctx: NodeContext) -> Result:
+    """Asks the node to boot its previous OS, unless it already rebooted since it was verified."""
+    boot_id = await ctx.osapi.boot_id(ctx.target)
+    if progress.boot_id and boot_id != progress.boot_id:
+        return Result(boot_id=boot_id, version=(await ctx.osapi.version(ctx.target)).tag)
+    await ctx.osapi.rollback(ctx.target)
+    return Result(boot_id=boot_id, reboot_requested=True)
+
+
+async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
     version = (await ctx.osapi.version(ctx.target)).tag
     if ctx.spec.machine_config is not None:
         config = await ctx.osapi.read_file(ctx.target, CONFIG_PATH)
@@ -145,24 +167,17 @@ async def _verify(ctx: NodeContext) -> Result:
                 reason="ConfigNotApplied",
                 message="after the reboot the node's configuration still differs from the patches",
             )
-    ready = await ctx.kube.node_ready(ctx.node.name)
-    if not ready:
-        return Result(version=version, unhealthy=True, message="Node is not Ready yet")
-    if ctx.node.control_plane:
+    problem = None
+    if not await ctx.kube.node_ready(ctx.node.name):
+        problem = "Node is not Ready yet"
+    elif ctx.node.control_plane:
         status = await ctx.osapi.etcd_status(ctx.target)
         if not status.healthy:
-            return Result(version=version, unhealthy=True, message="etcd member not healthy yet")
-    return Result(version=version)
-
-
-async def _soak(progress: NodeProgress) -> Result:
-    if progress.deadline is not None:
-        delay = (progress.deadline - datetime.datetime.now(datetime.UTC)).total_seconds()
-        if delay > 0:
-            await asyncio.sleep(min(delay, 5.0))
-            if datetime.datetime.now(datetime.UTC) < progress.deadline:
-                return Result(transient=True, message="soaking")
-    return Result()
+            problem = "etcd member not healthy yet"
+    if problem is None:
+        return Result(version=version)
+    boot_id = await ctx.osapi.boot_id(ctx.target)
+    return Result(version=version, unhealthy=True, message=problem, boot_id=boot_id)
 
 
 async def _forfeit_leadership(ctx: NodeContext) -> None:
@@ -171,9 +186,8 @@ async def _forfeit_leadership(ctx: NodeContext) -> None:
         await ctx.osapi.etcd_forfeit_leadership(ctx.target)
 
 
-async def _derived_image(ctx: NodeContext) -> str:
-    """The node's current installer image with its tag set to the target version."""
-    version = ctx.spec.target.version
+async def _derived_image(ctx: NodeContext, version: str) -> str:
+    """The node's current installer image with its tag set to ``version``."""
     try:
         config = yaml.safe_load(await ctx.osapi.read_file(ctx.target, CONFIG_PATH)) or {}
         current = str(((config.get("machine") or {}).get("install") or {}).get("image") or "")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from nodeos.core.nodes import matches
 from nodeos.models.common import parse_duration
 from nodeos.models.rollout import DrainPolicy
-from nodeos.ports.kube import Eviction, KubeApi, PodView
+from nodeos.ports.kube import Eviction, KubeApi, KubeApiError, PodView
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,13 @@ async def drain_round(
         if force:
             await kube.delete_pod(pod, grace)
             continue
-        outcome = await kube.evict(pod, grace)
+        try:
+            outcome = await kube.evict(pod, grace)
+        except KubeApiError as error:
+            # e.g. 500 for a pod under two PodDisruptionBudgets: the pod stays, and the drain's
+            # deadline and onTimeout decide, as for a budget that refuses.
+            blocked.append(f"{pod.namespace}/{pod.name}: eviction failed: {error}")
+            continue
         if outcome.result is Eviction.BLOCKED:
             blocked.append(f"{pod.namespace}/{pod.name}: {outcome.message}")
     return DrainRound(remaining=len(pods), blocked_by=tuple(blocked))

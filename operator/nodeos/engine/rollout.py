@@ -23,6 +23,7 @@ from typing import Any
 from nodeos.core import planner
 from nodeos.core import statemachine as sm
 from nodeos.core.nodes import NodeView, matches
+from nodeos.core.summary import plan_phase, set_condition
 from nodeos.engine import metrics
 from nodeos.engine.actions import NodeContext, perform
 from nodeos.engine.etcd import etcd_problem
@@ -31,15 +32,17 @@ from nodeos.engine.status import Draft, StatusStore
 from nodeos.models.common import Condition, parse_duration
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.rollout import RolloutPolicy
-from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
-from nodeos.ports.kube import KubeApi
+from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec, UpgradePlanStatus
+from nodeos.ports.kube import KubeApi, KubeApiError
 from nodeos.ports.osapi import OsApi
 
 RETRY_ANNOTATION = "nodeos.dev/retry"
 _WORKER_RETRY_S = 2.0
+_ERROR_BACKOFF_S = 1.0
+_MAX_BACKOFF_S = 30.0
 log = logging.getLogger(__name__)
 _IDLE_WAKE_S = 5.0
-_RELEASING = frozenset({*planner.TERMINAL, "Pending"})
+_FREES_SLOT = frozenset({*planner.TERMINAL, "Pending"})
 
 
 OsApiFactory = Callable[[OsApiAccess], Awaitable[tuple[OsApi, Routing]]]
@@ -59,6 +62,16 @@ class EngineDeps:
         default=lambda: datetime.datetime.now(datetime.UTC)
     )
     poll_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The plan as read at one instant (kopf changes the body in place between awaits)."""
+
+    spec: UpgradePlanSpec
+    generation: int
+    annotations: Mapping[str, str]
+    created: str
 
 
 class PlanRollout:
@@ -87,18 +100,32 @@ class PlanRollout:
         self.osapi: OsApi = deps.osapi
         self.routing: Routing = deps.routing
         self._access: OsApiAccess | None = None
+        self._last_error: str | None = None
 
     # -- main loop ---------------------------------------------------------------------------
 
     async def run(self, stopped: Callable[[], bool]) -> None:
-        """Reconciles until ``stopped()``; in-flight workers are cancelled, not abandoned."""
-        await self.store.load()
+        """Reconciles until ``stopped()``; no error stops it, each is reported and retried.
+
+        In-flight workers are cancelled on the way out, not abandoned.
+        """
+        failures = 0
+        loaded = False
         try:
-            for name in list(self.store.status.in_flight):
-                self._spawn(name, resumed=True)
             while not stopped():
                 self.wake.clear()
-                timeout = await self.step()
+                try:
+                    if not loaded:
+                        await self.store.load()
+                        loaded = True
+                        for name in list(self.store.status.in_flight):
+                            self._spawn(name, resumed=True)
+                    timeout = await self.step()
+                    failures = 0
+                except Exception as error:  # any API, any bad input: report, back off, retry
+                    failures += 1
+                    timeout = min(_ERROR_BACKOFF_S * 2 ** min(failures - 1, 5), _MAX_BACKOFF_S)
+                    await self._report_error(error, loaded)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout)
         finally:
@@ -106,52 +133,88 @@ class PlanRollout:
                 task.cancel()
             await asyncio.gather(*self.workers.values(), return_exceptions=True)
 
+    async def _report_error(self, error: Exception, loaded: bool) -> None:
+        text = f"{type(error).__name__}: {error}"[:1024]
+        if text != self._last_error:
+            log.warning("%s: reconcile failed, retrying: %s", self.name, text)
+            self._last_error = text
+        if not loaded:
+            return
+        now = self.deps.clock()
+        with contextlib.suppress(Exception):
+            await self.store.commit(
+                lambda d: _condition(d, "ReconcileError", True, type(error).__name__, text, now)
+            )
+
+    def _snapshot(self) -> _Snapshot:
+        body = self.body()
+        metadata = body["metadata"]
+        return _Snapshot(
+            spec=UpgradePlanSpec.model_validate(body["spec"]),
+            generation=int(metadata.get("generation", 0)),
+            annotations=dict(metadata.get("annotations") or {}),
+            created=str(metadata.get("creationTimestamp", "")),
+        )
+
     async def step(self) -> float:
         """One reconciliation; returns how long to sleep unless woken earlier."""
-        body = self.body()
-        spec = UpgradePlanSpec.model_validate(body["spec"])
+        snap = self._snapshot()
+        spec = snap.spec
         now = self.deps.clock()
         await self._use_access(spec)
-        await self._handle_spec_change(spec, body)
+        await self._handle_spec_change(snap)
         selected = self._selected(spec)
         status = self.store.status
-        progress = {record.name: record for record in status.nodes}
-        decision = planner.plan_step(
-            spec,
-            progress,
-            status.in_flight,
-            list(selected.values()),
-            now,
-            operator_node=self.deps.operator_node,
-            canary_released=await self._canary_released(spec, selected, progress, now),
-            behind=planner.queued_behind(
-                planner.PlanRef(
-                    self.name,
-                    str(body["metadata"].get("creationTimestamp", "")),
-                    status.phase,
-                    spec.node_selector.to_api(),
-                ),
-                self.plans(),
-                list(self.nodes().values()),
-            ),
+        canary_released = await self._canary_released(spec, selected, _records(status, spec), now)
+        behind = planner.queued_behind(
+            planner.PlanRef(self.name, snap.created, status.phase, spec.node_selector.to_api()),
+            self.plans(),
+            list(self.nodes().values()),
         )
+
+        def decide(records: Mapping[str, NodeProgress], in_flight: list[str]) -> planner.Decision:
+            return planner.plan_step(
+                spec,
+                records,
+                in_flight,
+                list(selected.values()),
+                now,
+                operator_node=self.deps.operator_node,
+                canary_released=canary_released,
+                behind=behind,
+            )
+
+        decision = decide(_records(status, spec), status.in_flight)
+        held: planner.Waiting | None = None
         start = list(decision.start)
-        if start and any(selected[name].control_plane for name in start):
+        needs_etcd = spec.strategy.control_plane.require_healthy_etcd
+        if start and needs_etcd and any(selected[name].control_plane for name in start):
             problem = await etcd_problem(
                 self.osapi,
                 [n for n in selected.values() if n.control_plane],
                 self.routing.target,
             )
             if problem is not None:
-                start = []
-                decision = _waiting(decision, "EtcdUnhealthy", problem)
+                start, held = [], planner.Waiting("EtcdUnhealthy", problem)
         if start:
-            await self.store.commit(lambda d: self._claim(d, start, now))
+            policy = _policy(spec)
+            await self.store.commit(lambda d: self._claim(d, start, spec, policy, now))
             for name in start:
                 self._spawn(name, resumed=False)
         for name in self.store.status.in_flight:
             self._spawn(name, resumed=True)  # only where no worker runs (one failed)
-        await self.store.commit(lambda d: self._summarise(d, spec, body, decision, now))
+
+        def summarise(draft: Draft) -> None:
+            fresh = decide(
+                {n: r for n, r in draft.nodes.items() if _current(r, spec, draft.in_flight)},
+                draft.in_flight,
+            )
+            if held is not None:
+                fresh = _waiting(fresh, held)
+            self._summarise(draft, snap, fresh, now)
+
+        await self.store.commit(summarise)
+        self._last_error = None
         self._export_metrics()
         return self._sleep_for(now)
 
@@ -167,11 +230,21 @@ class PlanRollout:
 
     # -- slots and workers ---------------------------------------------------------------------
 
-    def _claim(self, draft: Draft, names: list[str], now: datetime.datetime) -> None:
+    def _claim(
+        self,
+        draft: Draft,
+        names: list[str],
+        spec: UpgradePlanSpec,
+        policy: RolloutPolicy,
+        now: datetime.datetime,
+    ) -> None:
         for name in names:
             if name not in draft.in_flight:
                 draft.in_flight.append(name)
-            draft.nodes[name] = sm.start(name, draft.nodes.get(name), now)
+            previous = draft.nodes.get(name)
+            if previous is not None and not _current(previous, spec, []):
+                previous = None  # a record of another target: this is a first attempt
+            draft.nodes[name] = sm.start(name, previous, spec.target.version, policy, now)
         draft.summary.setdefault("started_at", now)
 
     def _spawn(self, name: str, *, resumed: bool) -> None:
@@ -193,65 +266,92 @@ class PlanRollout:
             self.wake.set()
 
     async def _drive(self, name: str, resumed: bool) -> None:
+        if resumed:
+            progress = self._progress(name)
+            if progress is not None:
+                taken_up = sm.resume(progress, self.deps.clock())
+                if taken_up != progress:
+                    await self.store.commit(functools.partial(_record, updated=taken_up))
+                    await self._announce(progress, taken_up)
         while True:
-            body = self.body()
-            spec = UpgradePlanSpec.model_validate(body["spec"])
-            progress = next((n for n in self.store.status.nodes if n.name == name), None)
-            view = self.nodes().get(name)
-            if progress is None or view is None:
+            spec = self._snapshot().spec
+            progress = self._progress(name)
+            if progress is None:
                 await self.store.commit(lambda d: _release(d, name))
                 return
-            ctx = sm.Context(spec.target.version, _policy(spec), is_resume=resumed)
-            action = sm.next_action(progress, ctx, self.deps.clock())
+            policy = _policy(spec)
+            ctx = sm.Context(policy)
+            now = self.deps.clock()
+            action = sm.next_action(progress, ctx, now)
             if action.kind == "None":
                 await self.store.commit(lambda d: _release(d, name))
+                if progress.phase in _FREES_SLOT:
+                    self._freed_at = time.monotonic()
                 return
-            node_ctx = NodeContext(
-                plan=self.name,
-                spec=spec,
-                node=view,
-                target=self.routing.target(view),
-                kube=self.deps.kube,
-                osapi=self.osapi,
-                own_pod=self.deps.own_pod,
-            )
-            result = await perform(action, progress, node_ctx)
-            resumed = False
+            view = self.nodes().get(name)
+            if action.kind == "Cordon" and progress.cordoned_by_us is None:
+                selected = list(self._selected(spec).values())
+                in_flight = self.store.status.in_flight
+                why = planner.still_fits(spec, name, [n for n in in_flight if n != name], selected)
+                if why is not None:
+                    requeued = sm.requeue(progress, why, now)
+                    await self.store.commit(functools.partial(_record, updated=requeued))
+                    await self._announce(progress, requeued)
+                    continue
+            if view is None:
+                result = sm.Result(transient=True, message="the Node object does not exist")
+            else:
+                node_ctx = NodeContext(
+                    plan=self.name,
+                    spec=spec,
+                    node=view,
+                    target=self.routing.target(view),
+                    kube=self.deps.kube,
+                    osapi=self.osapi,
+                    own_pod=self.deps.own_pod,
+                )
+                result = await perform(action, progress, node_ctx)
             updated = sm.after(progress, action, result, ctx, self.deps.clock())
             if action.kind == "Cordon" and result.ok and self._freed_at is not None:
                 metrics.TRANSITION_SECONDS.observe(time.monotonic() - self._freed_at)
                 self._freed_at = None
-            if updated.phase == "Failed" and updated.reason != "RollingBack":
-                await self._after_failure(spec, updated)
-            if updated != progress:
-                await self.store.commit(functools.partial(_record, updated=updated))
-                if updated.phase != progress.phase:
-                    await self._announce(progress, updated)
-                if updated.phase in _RELEASING:
-                    self._freed_at = time.monotonic()
-                    return
+            if updated == progress:
+                await asyncio.sleep(self.deps.poll_s)
                 continue
-            await asyncio.sleep(self.deps.poll_s)
+            await self.store.commit(functools.partial(_record, updated=updated))
+            if updated.phase != progress.phase:
+                if updated.phase in ("Failed", "RolledBack"):
+                    metrics.NODE_FAILURES.labels(self.name, updated.reason or "Unknown").inc()
+                await self._announce(progress, updated)
 
-    async def _after_failure(self, spec: UpgradePlanSpec, failed: NodeProgress) -> None:
-        metrics.NODE_FAILURES.labels(self.name, failed.reason or "Unknown").inc()
-        if spec.failure_policy.uncordon_on_failure and failed.cordoned_by_us:
-            await self.deps.kube.uncordon(failed.name, self.name)
+    def _progress(self, name: str) -> NodeProgress | None:
+        return next((n for n in self.store.status.nodes if n.name == name), None)
 
     async def _announce(self, before: NodeProgress, after: NodeProgress) -> None:
         text = f"{after.name}: {before.phase} -> {after.phase}"
         if after.message:
             text += f" ({after.message})"
-        warning = after.phase in ("Failed", "RolledBack") or (
+        warning = after.phase in ("Failed", "RollingBack", "RolledBack") or (
             after.phase == "Pending" and after.reason is not None
         )
         reason = f"Node{after.phase}" if not after.reason else f"Node{after.phase}{after.reason}"
-        await self.deps.kube.event(
-            "UpgradePlan", self.name, self.uid, "nodeos.dev/v1alpha1", reason[:128], text, warning
-        )
         node = self.nodes().get(after.name)
         node_uid = node.uid if node is not None else ""
-        await self.deps.kube.event("Node", after.name, node_uid, "v1", reason[:128], text, warning)
+        try:
+            await self.deps.kube.event(
+                "UpgradePlan",
+                self.name,
+                self.uid,
+                "nodeos.dev/v1alpha1",
+                reason[:128],
+                text,
+                warning,
+            )
+            await self.deps.kube.event(
+                "Node", after.name, node_uid, "v1", reason[:128], text, warning
+            )
+        except KubeApiError as error:  # an Event is worth a retry of nothing
+            log.warning("%s: could not record an Event for %s: %s", self.name, after.name, error)
         if after.phase == "Done" and before.started_at is not None:
             seconds = (self.deps.clock() - before.started_at).total_seconds()
             self._durations.append(seconds)
@@ -266,13 +366,12 @@ class PlanRollout:
         selector = spec.node_selector.to_api()
         return {name: node for name, node in self.nodes().items() if matches(selector, node.labels)}
 
-    async def _handle_spec_change(self, spec: UpgradePlanSpec, body: Mapping[str, Any]) -> None:
-        generation = int(body["metadata"].get("generation", 0))
-        annotations = body["metadata"].get("annotations") or {}
+    async def _handle_spec_change(self, snap: _Snapshot) -> None:
         status = self.store.status
-        retry = RETRY_ANNOTATION in annotations
-        changed = status.observed_generation is not None and generation > status.observed_generation
-        retarget = status.observed_target not in (None, spec.target.version)
+        retry = RETRY_ANNOTATION in snap.annotations
+        changed = (
+            status.observed_generation is not None and snap.generation > status.observed_generation
+        )
         if not (retry or changed):
             return
 
@@ -280,12 +379,24 @@ class PlanRollout:
             for name, record in list(draft.nodes.items()):
                 if name in draft.in_flight:
                     continue
-                if retarget or record.phase in planner.FAILED or record.phase == "Pending":
+                retried = record.phase in planner.FAILED or record.phase == "Pending"
+                if not (retried or not _current(record, snap.spec, draft.in_flight)):
+                    continue
+                if record.cordoned_by_us:
+                    # Our cordon comes off through the ledger before the node starts afresh.
+                    draft.nodes[name] = sm.replace(
+                        record, phase="Pending", attempt=None, interrupted=None, retry_at=None
+                    )
+                    draft.in_flight.append(name)
+                else:
                     del draft.nodes[name]
+            draft.summary.pop("completed_at", None)
 
         await self.store.commit(reset)
         if retry:
             await self.deps.kube.remove_plan_annotation(self.name, RETRY_ANNOTATION)
+        for name in self.store.status.in_flight:
+            self._spawn(name, resumed=True)
 
     async def _canary_released(
         self,
@@ -307,10 +418,10 @@ class PlanRollout:
         if canary.pause_after:
             await self.deps.kube.patch_plan_spec(self.name, {"paused": True})
             await self.store.commit(
-                lambda d: _set_condition(
+                lambda d: _condition(
                     d,
                     "CanaryComplete",
-                    "True",
+                    True,
                     "CanaryPaused",
                     "canary batch done; unpause the plan to continue",
                     now,
@@ -320,8 +431,8 @@ class PlanRollout:
         if canary.soak and now < finished + parse_duration(canary.soak):
             return False
         await self.store.commit(
-            lambda d: _set_condition(
-                d, "CanaryComplete", "True", "CanarySoaked", "canary batch done and soaked", now
+            lambda d: _condition(
+                d, "CanaryComplete", True, "CanarySoaked", "canary batch done and soaked", now
             )
         )
         return True
@@ -329,45 +440,27 @@ class PlanRollout:
     def _summarise(
         self,
         draft: Draft,
-        spec: UpgradePlanSpec,
-        body: Mapping[str, Any],
+        snap: _Snapshot,
         decision: planner.Decision,
         now: datetime.datetime,
     ) -> None:
+        spec = snap.spec
         for name in decision.up_to_date:
-            draft.nodes.setdefault(
-                name,
-                NodeProgress(name=name, phase="Done", since=now, reason="AlreadyUpToDate"),
+            draft.nodes[name] = NodeProgress(
+                name=name,
+                phase="Done",
+                since=now,
+                reason="AlreadyUpToDate",
+                target=spec.target.version,
             )
         counts = dict(decision.counts)
         failed = counts["failed"]
-        flying = len(draft.in_flight)
-        if decision.complete:
-            phase = "Completed"
-            message = f"{counts['updated']} of {counts['total']} node(s) on {spec.target.version}"
-            if failed:
-                message += f"; {failed} failed"
-        elif decision.failed_budget_exhausted and not flying:
-            phase = "Failed"
-            message = (decision.waiting.message if decision.waiting else "failure budget spent") + (
-                f"; fix the cause, then annotate {RETRY_ANNOTATION}=true or change the spec"
-            )
-        elif flying or decision.start:
-            phase = "Progressing"
-            message = f"in flight: {', '.join(draft.in_flight)}"
-            if decision.waiting:
-                message += f"; {decision.waiting.message}"
-        elif decision.waiting is not None:
-            phase = {"Paused": "Paused", "Queued": "Queued"}.get(decision.waiting.reason, "Waiting")
-            message = decision.waiting.message
-        else:
-            phase = "Pending"
-            message = "nothing to do yet"
+        phase, message = plan_phase(decision, draft.in_flight, spec.target.version)
         summary = draft.summary
         summary.update(
             phase=phase,
             message=message[:1024],
-            observed_generation=int(body["metadata"].get("generation", 0)),
+            observed_generation=snap.generation,
             observed_target=spec.target.version,
             progress=f"{counts['updated']}/{counts['total']}",
             counts={
@@ -376,7 +469,6 @@ class PlanRollout:
                 "in_progress": counts["inProgress"],
                 "failed": counts["failed"],
                 "pending": counts["pending"],
-                "skipped": counts["skipped"],
             },
             preview={
                 "batches": [list(b) for b in decision.batches],
@@ -390,28 +482,25 @@ class PlanRollout:
         else:
             summary.pop("completed_at", None)
         waiting = decision.waiting
-        _set_condition(
-            draft, "Progressing", "True" if phase == "Progressing" else "False", phase, message, now
-        )
-        _set_condition(
-            draft, "Complete", "True" if phase == "Completed" else "False", phase, message, now
-        )
-        _set_condition(
+        _condition(draft, "Progressing", phase == "Progressing", phase, message, now)
+        _condition(draft, "Complete", phase == "Completed", phase, message, now)
+        _condition(
             draft,
             "Degraded",
-            "True" if failed else "False",
+            bool(failed),
             "NodesFailed" if failed else "NoFailures",
             f"{failed} node(s) failed" if failed else "no node failed",
             now,
         )
-        _set_condition(
+        _condition(
             draft,
             "Waiting",
-            "True" if waiting else "False",
+            waiting is not None,
             waiting.reason if waiting else "NotWaiting",
             waiting.message if waiting else "",
             now,
         )
+        _condition(draft, "ReconcileError", False, "Reconciled", "", now)
 
     def _eta(self, decision: planner.Decision, now: datetime.datetime) -> datetime.datetime | None:
         if not self._durations:
@@ -447,14 +536,21 @@ class PlanRollout:
             metrics.NODES_BY_PHASE.labels(self.name, phase).set(count)
 
 
+def _current(record: NodeProgress, spec: UpgradePlanSpec, in_flight: list[str]) -> bool:
+    """Whether a record speaks of the plan's current target (in-flight ones always do)."""
+    return record.name in in_flight or record.target is None or record.target == spec.target.version
+
+
+def _records(status: UpgradePlanStatus, spec: UpgradePlanSpec) -> dict[str, NodeProgress]:
+    return {r.name: r for r in status.nodes if _current(r, spec, status.in_flight)}
+
+
 def _policy(spec: UpgradePlanSpec) -> RolloutPolicy:
     return RolloutPolicy.model_validate(spec.model_dump(include=set(RolloutPolicy.model_fields)))
 
 
 def _record(draft: Draft, updated: NodeProgress) -> None:
     draft.nodes[updated.name] = updated
-    if updated.phase in _RELEASING and updated.name in draft.in_flight:
-        draft.in_flight.remove(updated.name)
 
 
 def _release(draft: Draft, name: str) -> None:
@@ -466,26 +562,15 @@ def _has_condition(conditions: list[Condition], kind: str) -> bool:
     return any(c.type == kind and c.status == "True" for c in conditions)
 
 
-def _set_condition(
-    draft: Draft, kind: str, status: str, reason: str, message: str, now: datetime.datetime
+def _condition(
+    draft: Draft, kind: str, status: bool, reason: str, message: str, now: datetime.datetime
 ) -> None:
     conditions = [Condition.model_validate(c) for c in draft.summary.get("conditions", [])]
-    generation = draft.summary.get("observed_generation")
-    current = next((c for c in conditions if c.type == kind), None)
-    changed = current is None or current.status != status
-    updated = Condition(
-        type=kind,
-        status=status,
-        reason=reason,
-        message=message[:1024],
-        last_transition_time=now if changed or current is None else current.last_transition_time,
-        observed_generation=generation,
+    updated = set_condition(
+        conditions, kind, status, reason, message, now, draft.summary.get("observed_generation")
     )
-    merged = [updated if c.type == kind else c for c in conditions]
-    if current is None:
-        merged.append(updated)
-    draft.summary["conditions"] = [c.model_dump() for c in merged]
+    draft.summary["conditions"] = [c.model_dump() for c in updated]
 
 
-def _waiting(decision: planner.Decision, reason: str, message: str) -> planner.Decision:
-    return dataclasses.replace(decision, start=(), waiting=planner.Waiting(reason, message))
+def _waiting(decision: planner.Decision, waiting: planner.Waiting) -> planner.Decision:
+    return dataclasses.replace(decision, start=(), waiting=waiting)

@@ -45,7 +45,6 @@ class StatusStore:
         self.name = name
         self.status = UpgradePlanStatus()
         self.resource_version = ""
-        self.generation = 0
         self.annotations: dict[str, str] = {}
         self.writes = 0
         self._lock = asyncio.Lock()
@@ -56,7 +55,6 @@ class StatusStore:
         """Reads the plan; returns the whole object."""
         body = await self.kube.get_plan(self.name)
         self.resource_version = body["metadata"]["resourceVersion"]
-        self.generation = int(body["metadata"].get("generation", 0))
         self.annotations = dict(body["metadata"].get("annotations") or {})
         self.status = UpgradePlanStatus.model_validate(body.get("status") or {})
         return body

@@ -33,8 +33,8 @@ NodePhase = Literal[
     "Soaking",
     "Done",
     "Failed",
+    "RollingBack",
     "RolledBack",
-    "Skipped",
 ]
 
 
@@ -115,6 +115,26 @@ class NodeProgress(ApiModel):
     reason: str | None = Field(default=None, max_length=64)
     message: str | None = Field(default=None, max_length=1024)
     cordoned_by_us: bool | None = Field(default=None, description="nodeos cordoned this node.")
+    target: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The version this attempt installs (a later spec edit does not change it).",
+    )
+    reboot_requested_at: datetime.datetime | None = Field(
+        default=None,
+        description="When the node acknowledged the reboot (or an install that reboots by "
+        "itself); absent while no reboot was asked for in this phase.",
+    )
+    unconfirmed: bool | None = Field(
+        default=None,
+        description="The install call's outcome is unknown (its reply was lost, or the operator "
+        "restarted during it): the reboot decides, and the version is checked after it.",
+    )
+    interrupted: int | None = Field(
+        default=None,
+        ge=0,
+        description="Attempts ended by an unconfirmed install; they do not count as retries.",
+    )
 
 
 class Counts(ApiModel):
@@ -125,7 +145,6 @@ class Counts(ApiModel):
     in_progress: int = 0
     failed: int = 0
     pending: int = 0
-    skipped: int = 0
 
 
 class Preview(ApiModel):
