@@ -51,7 +51,7 @@ class Checker:
 
     plan: str
     violations: list[str] = field(default_factory=list)
-    installs: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    installs: Counter[tuple[str, str]] = field(default_factory=Counter)
     last_external: float = -1e9
     checked: int = 0
     reported: set[str] = field(default_factory=set)
@@ -136,7 +136,7 @@ class Checker:
             busy = [
                 n.name
                 for n in world.nodes.values()
-                if n.control_plane and n.name != name and (n.name in ours or not n.up)
+                if n.control_plane and n.name != name and (n.name in in_flight or not n.up)
             ]
             if busy:
                 self.fail(world, f"control plane {name} cordoned while {busy} out")
@@ -162,11 +162,16 @@ class Checker:
 
     def _on_install(self, world: World, name: str) -> None:
         record = self._records(world).get(name) or {}
-        attempt = int(record.get("attempt") or 0)
-        key = (name, self._target(world), attempt)
+        attempt = str(record.get("startedAt"))  # each attempt starts at its own instant
+        key = (name, attempt)
         self.installs[key] += 1
         if self.installs[key] > 1:
-            self.fail(world, f"{name} installed {self.installs[key]} times in attempt {attempt}")
+            self.fail(
+                world,
+                f"{name} installed {self.installs[key]} times in the attempt started {attempt}",
+            )
+        if record.get("phase") != "Upgrading":
+            self.fail(world, f"{name} installed in phase {record.get('phase')}")
 
     def _on_disruption(self, world: World, name: str, what: str) -> None:
         node = world.nodes[name]
@@ -216,18 +221,23 @@ class Checker:
                 self.fail(world, f"{name} left cordoned by us (record: {record or 'none'})")
         if status.get("inFlight"):
             self.fail(world, f"run over with nodes in flight: {status.get('inFlight')}")
-        failed = [n for n, r in records.items() if r.get("phase") in ("Failed", "RolledBack")]
+        failed = [
+            n
+            for n, r in records.items()
+            if r.get("phase") in ("Failed", "RolledBack") and r.get("target") in (None, target)
+        ]
         on_target = [n.name for n in world.nodes.values() if n.version == target]
         if phase == "Completed":
             missing = [n for n in world.nodes if n not in on_target and n not in failed]
             if missing:
                 self.fail(world, f"plan Completed but {missing} are not on {target}")
             counts = status.get("counts") or {}
-            if counts.get("updated") != len(on_target):
+            updated = [n for n in on_target if n not in failed]
+            if counts.get("updated") != len(updated):
                 self.fail(
                     world,
-                    f"counts.updated={counts.get('updated')} but {len(on_target)} nodes "
-                    f"are on {target}",
+                    f"counts.updated={counts.get('updated')} but {len(updated)} nodes "
+                    f"are on {target} and not reported failed",
                 )
             if status.get("observedTarget") != target:
                 self.fail(world, f"observedTarget {status.get('observedTarget')} != {target}")
@@ -237,3 +247,31 @@ class Checker:
         for name, record in records.items():
             if record.get("phase") == "Done" and world.nodes[name].version != target:
                 self.fail(world, f"{name} reported Done on {world.nodes[name].version}")
+        if phase == "Waiting":
+            self._check_wait(world, status)
+        if phase == "Paused" and not self._spec(world).get("paused"):
+            self.fail(world, "plan rests Paused but spec.paused is false")
+
+    def _check_wait(self, world: World, status: dict[str, Any]) -> None:
+        """A plan at rest in Waiting must say why, and the reason must be true."""
+        waiting = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Waiting"), None
+        )
+        if waiting is None or waiting.get("status") != "True":
+            self.fail(world, f"plan Waiting without a Waiting condition: {status.get('message')}")
+            return
+        reason = waiting.get("reason")
+        out = [n.name for n in world.nodes.values() if not n.ready or n.unschedulable]
+        cps_down = [n.name for n in world.nodes.values() if n.control_plane and not n.up]
+        true = {
+            "MaxUnavailable": len(out) >= self._budget(world),
+            "NodeNotReady": any(not n.ready for n in world.nodes.values()),
+            "EtcdUnhealthy": bool(cps_down) or world.etcd_unhealthy,
+            "ControlPlaneOneAtATime": bool(cps_down),
+        }.get(str(reason), False)
+        if not true:
+            self.fail(
+                world,
+                f"plan rests in Waiting ({reason}: {waiting.get('message')}) but that is not "
+                f"true: out of service {out}, control planes down {cps_down}",
+            )

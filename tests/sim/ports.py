@@ -68,6 +68,8 @@ class FaultRates:
     permanent: float = 0.0
     kube_outages: list[tuple[float, float]] = field(default_factory=list)
     osapi_outages: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # (method, node) -> fates for its next calls, in order: 'fail', 'lost' or 'permanent'
+    script: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 class _Faults:
@@ -77,9 +79,14 @@ class _Faults:
         self.world = world
         self.life = life
 
-    async def before(self, *, outage: bool, mutating: bool) -> str:
+    async def before(self, call: tuple[str, str], *, outage: bool, mutating: bool) -> str:
         """Decides this call's fate: 'ok', 'fail', 'lost' or 'permanent' (after any delay)."""
         self.life.check()
+        scripted = self.rates.script.get(call)
+        if scripted:
+            await asyncio.sleep(0.01)
+            self.life.check()
+            return scripted.pop(0)
         if outage:
             await asyncio.sleep(self.rng.uniform(0.01, 0.5))
             self.life.check()
@@ -116,10 +123,10 @@ class SimKube:
         self.rates = rates
         self.requests = 0
 
-    async def _call(self, *, mutating: bool) -> str:
+    async def _call(self, *, mutating: bool, method: str = "", node: str = "") -> str:
         self.requests += 1
         outage = _in(self.rates.kube_outages, self.world.now())
-        fate = await self.faults.before(outage=outage, mutating=mutating)
+        fate = await self.faults.before((method, node), outage=outage, mutating=mutating)
         if fate == "fail":
             raise KubeApiError(self.world.rng.choice([0, 500, 503, 429]), "injected")
         if fate == "permanent":
@@ -140,7 +147,7 @@ class SimKube:
     async def patch_plan_status(
         self, name: str, status: dict[str, Any], resource_version: str
     ) -> str:
-        fate = await self._call(mutating=True)
+        fate = await self._call(mutating=True, method="patch_plan_status")
         if not self.world.plan:
             raise NotFoundError(name)
         if resource_version != str(self.world.resource_version):
@@ -163,7 +170,7 @@ class SimKube:
         self._reply(fate)
 
     async def cordon(self, node: str, owner: str) -> bool:
-        fate = await self._call(mutating=True)
+        fate = await self._call(mutating=True, method="cordon", node=node)
         n = self.world.nodes[node]
         if n.unschedulable and n.annotations.get(CORDONED_BY_ANNOTATION) != owner:
             self._reply(fate)
@@ -174,7 +181,7 @@ class SimKube:
         return True
 
     async def uncordon(self, node: str, owner: str) -> bool:
-        fate = await self._call(mutating=True)
+        fate = await self._call(mutating=True, method="uncordon", node=node)
         n = self.world.nodes[node]
         if n.annotations.get(CORDONED_BY_ANNOTATION) != owner:
             self._reply(fate)
@@ -184,11 +191,11 @@ class SimKube:
         return True
 
     async def node_ready(self, node: str) -> bool:
-        self._reply(await self._call(mutating=False))
+        self._reply(await self._call(mutating=False, method="node_ready", node=node))
         return self.world.nodes[node].ready
 
     async def pods_on(self, node: str) -> list[PodView]:
-        self._reply(await self._call(mutating=False))
+        self._reply(await self._call(mutating=False, method="pods_on", node=node))
         return [
             PodView(
                 namespace="default",
@@ -208,7 +215,7 @@ class SimKube:
         return self.world.binds_pending()
 
     async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:
-        fate = await self._call(mutating=True)
+        fate = await self._call(mutating=True, method="evict")
         target = self.world.pods.get(pod.name)
         if target is None:
             self._reply(fate)
@@ -281,9 +288,9 @@ class SimOsApi:
         self.life = life
         self.faults = _Faults(rates, rng, world, life)
 
-    async def _call(self, node: str, *, mutating: bool) -> str:
+    async def _call(self, node: str, *, mutating: bool, method: str = "") -> str:
         outage = _in(self.rates.osapi_outages.get(node, []), self.world.now())
-        fate = await self.faults.before(outage=outage, mutating=mutating)
+        fate = await self.faults.before((method, node), outage=outage, mutating=mutating)
         if fate == "fail" or not self.world.nodes[node].up:
             raise OsApiError(node, ErrorKind.TRANSIENT, "UNAVAILABLE", "injected: unavailable")
         if fate == "permanent":
@@ -296,7 +303,7 @@ class SimOsApi:
             raise OsApiError(node, ErrorKind.TRANSIENT, "DEADLINE_EXCEEDED", "injected: reply lost")
 
     async def version(self, node: NodeTarget) -> OsVersion:
-        self._reply(node.name, await self._call(node.name, mutating=False))
+        self._reply(node.name, await self._call(node.name, mutating=False, method="version"))
         return OsVersion(tag=self.world.nodes[node.name].version)
 
     async def hostname(self, node: NodeTarget) -> str:
@@ -304,7 +311,7 @@ class SimOsApi:
         return node.name
 
     async def boot_id(self, node: NodeTarget) -> str:
-        self._reply(node.name, await self._call(node.name, mutating=False))
+        self._reply(node.name, await self._call(node.name, mutating=False, method="boot_id"))
         return self.world.nodes[node.name].boot_id
 
     async def read_file(self, node: NodeTarget, path: str) -> bytes:
@@ -317,7 +324,7 @@ class SimOsApi:
         return []
 
     async def install(self, node: NodeTarget, image: str, api: str = "Auto") -> InstallOutcome:
-        fate = await self._call(node.name, mutating=True)
+        fate = await self._call(node.name, mutating=True, method="install")
         sim = self.world.nodes[node.name]
         if sim.install_fails:
             self.world.record("install-failed", node.name)
@@ -327,12 +334,12 @@ class SimOsApi:
         return InstallOutcome(api="Lifecycle", reboots_itself=False)
 
     async def reboot(self, node: NodeTarget, mode: str = "Default") -> None:
-        fate = await self._call(node.name, mutating=True)
+        fate = await self._call(node.name, mutating=True, method="reboot")
         self.world.reboot(node.name)
         self._reply(node.name, fate)
 
     async def rollback(self, node: NodeTarget) -> None:
-        fate = await self._call(node.name, mutating=True)
+        fate = await self._call(node.name, mutating=True, method="rollback")
         sim = self.world.nodes[node.name]
         self.world.record("rollback", node.name)
         sim.installed = sim.previous or sim.version

@@ -29,6 +29,8 @@ from sim.world import NEW, NEWER, World
 
 PLAN = "sim-plan"
 TIME_LIMIT_S = 6 * 3600.0
+STABLE_WAIT_S = 1800.0  # a plan Waiting this long with nothing in flight has come to rest
+RESTING = ("Waiting", "Paused")
 NODE_EVENTS = frozenset(
     {"cordon", "uncordon", "node-notready", "boot", "reregister", "human-cordon", "node-crash"}
 )
@@ -59,7 +61,8 @@ class Scenario:
             f"slow={self.rates.slow:.2f} perm={self.rates.permanent:.3f}, "
             f"kills at {[round(k) for k in self.kills]}, "
             f"actions {[(round(a), w, x) for a, w, x in self.actions]}, "
-            f"node faults {self.node_faults}"
+            f"node faults {self.node_faults}, Kubernetes outages {self.rates.kube_outages}, "
+            f"OS API outages {self.rates.osapi_outages}"
         )
 
 
@@ -135,6 +138,8 @@ def generate(seed: int) -> Scenario:
             node_faults[name] = "never-returns"
         elif roll < 0.10:
             node_faults[name] = "boots-old"
+        elif roll < 0.13:
+            node_faults[name] = "sick-on-new"
     reboot_s = {name: rng.uniform(3, 60) for name in names}
     actions.sort()
     return Scenario(
@@ -181,6 +186,8 @@ class _Driver:
         self.task: asyncio.Task[None] | None = None
         self.incarnations = 0
         self.loop_errors: list[str] = []
+        self.cues: list[tuple[Callable[[World, Any], bool], Callable[[], None]]] = []
+        self.world.checks.append(self._on_cue)
         self._build()
 
     def _build(self) -> None:
@@ -194,6 +201,7 @@ class _Driver:
             node.install_fails = fault == "install-fails"
             node.never_returns = fault == "never-returns"
             node.boots_old = fault == "boots-old"
+            node.sick_on_new = fault == "sick-on-new"
         for name, seconds in s.reboot_s.items():
             self.world.nodes[name].reboot_s = seconds
         for app, replicas, min_available in s.apps:
@@ -210,6 +218,20 @@ class _Driver:
             },
             "spec": s.spec,
         }
+
+    def when(self, cue: Callable[[World, Any], bool], then: Callable[[], None]) -> None:
+        """Runs ``then`` once, right after the first journal entry that ``cue`` accepts."""
+        self.cues.append((cue, then))
+
+    def kill_when(self, cue: Callable[[World, Any], bool]) -> None:
+        """Kills (and restarts) the engine right after the entry a test waits for."""
+        self.when(cue, self._kill_and_restart)
+
+    def _on_cue(self, world: World, entry: Any) -> None:
+        for cue, then in list(self.cues):
+            if cue(world, entry):
+                self.cues.remove((cue, then))
+                self.loop.call_soon(then)
 
     def _wake_on_node_event(self, world: World, entry: Any) -> None:
         if entry.kind in NODE_EVENTS and self.rollout is not None:
@@ -258,7 +280,7 @@ class _Driver:
                 self.loop.call_later(60.0, self._restart_after_crash, life)
 
     def _restart_after_crash(self, life: Life) -> None:
-        if life.alive and self.life is life:
+        if life.alive and self.life is life and self.rollout is not None:
             life.alive = False
             self.start_engine()
 
@@ -279,6 +301,8 @@ class _Driver:
             self.loop.call_later(when, self._act, what, arg)
 
     def _kill_and_restart(self) -> None:
+        if self.rollout is None:
+            return  # already dead, its restart is on the way: one engine at a time
         self.kill()
         self.loop.call_later(self.rng.uniform(0.5, 20.0), self.start_engine)
 
@@ -323,7 +347,7 @@ class _Driver:
         )
         return (
             quiet
-            and status.get("phase") in ("Completed", "Failed")
+            and status.get("phase") in ("Completed", "Failed", *RESTING)
             and not status.get("inFlight")
             and (status.get("observedGeneration") == self.world.plan["metadata"]["generation"])
         )
@@ -337,7 +361,8 @@ class _Driver:
             self.checker.tick(self.world)
             if self.finished():
                 settled_at = settled_at if settled_at is not None else self.loop.time()
-                if self.loop.time() - settled_at >= 30.0:
+                waiting = self.world.status().get("phase") in RESTING
+                if self.loop.time() - settled_at >= (STABLE_WAIT_S if waiting else 30.0):
                     break
             else:
                 settled_at = None

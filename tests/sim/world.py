@@ -47,6 +47,7 @@ class Node:
     install_fails: bool = False
     never_returns: bool = False
     boots_old: bool = False
+    sick_on_new: bool = False  # Ready never comes back once it boots a new version
     reboot_s: float = 20.0
 
     def view(self) -> NodeView:
@@ -299,7 +300,7 @@ class World:
         node.installed = None
         node.boot_id = self.new_id("boot")
         node.up = True
-        node.ready = True
+        node.ready = not (node.sick_on_new and node.previous is not None and node.version != OLD)
         self.record("boot", name, node.version)
         for pod in self.pods_on(name):
             if not pod.terminating:
