@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
-from nodeos.ports.kube import ConflictError, Eviction, EvictionOutcome, NotFoundError, PodView
+from nodeos.ports.kube import (
+    ConflictError,
+    Eviction,
+    EvictionOutcome,
+    NodeHealth,
+    NotFoundError,
+    PodView,
+)
 from nodeos.ports.osapi import (
     ApplyOutcome,
     EtcdMember,
@@ -85,8 +92,8 @@ class FakeKube:
         del n.annotations[CORDONED_BY_ANNOTATION]
         return True
 
-    async def node_ready(self, node: str) -> bool:
-        return True
+    async def node_health(self, node: str) -> NodeHealth:
+        return NodeHealth(ready=True, boot_id="")
 
     async def pods_on(self, node: str) -> list[PodView]:
         if self.fail_pods_on_once:

@@ -19,7 +19,14 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
-from nodeos.ports.kube import ConflictError, Eviction, EvictionOutcome, NotFoundError, PodView
+from nodeos.ports.kube import (
+    ConflictError,
+    Eviction,
+    EvictionOutcome,
+    NodeHealth,
+    NotFoundError,
+    PodView,
+)
 
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
 REQUESTS = Counter("nodeos_kube_requests_total", "Kubernetes API requests made by the engine")
@@ -118,12 +125,13 @@ class KubeClient:
             raise
         return True
 
-    async def node_ready(self, node: str) -> bool:
-        """The Ready condition, fresh from the API."""
+    async def node_health(self, node: str) -> NodeHealth:
+        """The Ready condition and the kubelet's boot ID, fresh from the API."""
         current = await self._run(self.core.read_node, node)
-        return any(
-            c.type == "Ready" and c.status == "True" for c in current.status.conditions or []
-        )
+        status = current.status
+        ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+        boot_id = str(status.node_info.boot_id or "") if status.node_info else ""
+        return NodeHealth(ready=ready, boot_id=boot_id)
 
     async def pods_on(self, node: str) -> list[PodView]:
         """Every pod bound to ``node``."""

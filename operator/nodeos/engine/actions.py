@@ -168,15 +168,19 @@ async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
                 message="after the reboot the node's configuration still differs from the patches",
             )
     problem = None
-    if not await ctx.kube.node_ready(ctx.node.name):
+    boot_id = await ctx.osapi.boot_id(ctx.target)
+    health = await ctx.kube.node_health(ctx.node.name)
+    if not health.ready:
         problem = "Node is not Ready yet"
-    elif ctx.node.control_plane:
+    elif health.boot_id and health.boot_id != boot_id:
+        # Ready left over from before the reboot: the kubelet has not reported this boot yet.
+        problem = "the Node still reports the boot before the reboot"
+    elif ctx.node.control_plane and ctx.spec.strategy.control_plane.require_healthy_etcd:
         status = await ctx.osapi.etcd_status(ctx.target)
         if not status.healthy:
             problem = "etcd member not healthy yet"
     if problem is None:
         return Result(version=version)
-    boot_id = await ctx.osapi.boot_id(ctx.target)
     return Result(version=version, unhealthy=True, message=problem, boot_id=boot_id)
 
 

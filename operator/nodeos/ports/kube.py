@@ -43,6 +43,14 @@ class PodView:
     empty_dir: bool
 
 
+@dataclass(frozen=True)
+class NodeHealth:
+    """What the kubelet last reported for a Node, read fresh from the API."""
+
+    ready: bool
+    boot_id: str  # status.nodeInfo.bootID; "" when the kubelet reports none
+
+
 class Eviction(enum.Enum):
     """What the Eviction API answered."""
 
@@ -88,8 +96,8 @@ class KubeApi(Protocol):
         """Uncordons only if ``owner`` cordoned it; True when it did."""
         ...
 
-    async def node_ready(self, node: str) -> bool:
-        """The node's Ready condition, read fresh."""
+    async def node_health(self, node: str) -> NodeHealth:
+        """The node's Ready condition and boot ID, read fresh."""
         ...
 
     async def pods_on(self, node: str) -> list[PodView]:
