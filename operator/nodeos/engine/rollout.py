@@ -132,6 +132,7 @@ class PlanRollout:
             for task in self.workers.values():
                 task.cancel()
             await asyncio.gather(*self.workers.values(), return_exceptions=True)
+            await self.store.close()
 
     async def _report_error(self, error: Exception, loaded: bool) -> None:
         text = f"{type(error).__name__}: {error}"[:1024]

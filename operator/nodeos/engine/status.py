@@ -72,6 +72,13 @@ class StatusStore:
             self._flusher = asyncio.create_task(self._flush())
         return await done
 
+    async def close(self) -> None:
+        """Stops the writer; changes not yet stored are dropped (their callers are gone)."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done():
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+
     async def _flush(self) -> None:
         async with self._lock:
             while self._pending:
