@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e bench binaries generate venv clean-venv
+.PHONY: demo test lint unit e2e bench faults binaries generate venv clean-venv
+SEEDS ?= 1000
+START ?= 0
 
 demo: $(STAMP) binaries ## the live demo: sandbox + simulated fleet, shown as it happens
 	$(BIN)/nodeos demo
@@ -32,6 +34,9 @@ generate: $(STAMP) binaries ## regenerate CRDs, chart copy, reference, gRPC stub
 
 bench: $(STAMP) binaries ## rollout benchmark (run by hand): overhead, latency, footprint
 	$(BIN)/python benchmarks/rollout.py $(BENCH_ARGS)
+
+faults: $(STAMP) ## fault campaign over the engine simulation (run by hand): SEEDS=1000 START=0
+	PYTHONHASHSEED=0 PYTHONPATH=operator:tests $(BIN)/python -m sim.campaign --seeds $(SEEDS) --start $(START)
 
 binaries: $(STAMP) ## build the sandbox's Go binaries when missing (cached outside the repo)
 	$(BIN)/nodeos sandbox build

@@ -105,6 +105,8 @@ class Checker:
                 self._on_disruption(world, entry.node, "install")
             case "reboot":
                 self._on_disruption(world, entry.node, "reboot")
+            case "uncordon" if entry.detail == self.plan:
+                self._on_uncordon(world, entry.node)
             case "status":
                 self._on_status(world)
             case "operator-wrote-spec":
@@ -159,6 +161,20 @@ class Checker:
             self.progressed = True
         elif phase == "Pending" and self.progressed:
             self.fail(world, "the plan went back to Pending after it had started", once="pending")
+
+    def _on_uncordon(self, world: World, name: str) -> None:
+        """An upgraded node goes back into service only once its kubelet reports this boot."""
+        node = world.nodes[name]
+        record = self._records(world).get(name) or {}
+        if record.get("phase") != "Uncordoning":
+            return  # a retry or failure giving the cordon back
+        if not node.ready or node.reported_boot_id != node.boot_id:
+            self.fail(
+                world,
+                f"{name} uncordoned as upgraded while its Node reports "
+                f"{'Ready' if node.ready else 'NotReady'} from boot {node.reported_boot_id}, "
+                f"not {node.boot_id}",
+            )
 
     def _on_install(self, world: World, name: str) -> None:
         record = self._records(world).get(name) or {}
@@ -245,7 +261,8 @@ class Checker:
         if len(failed) > max_failures and phase != "Failed":
             self.fail(world, f"{len(failed)} failed nodes (maxFailures {max_failures}) but {phase}")
         for name, record in records.items():
-            if record.get("phase") == "Done" and world.nodes[name].version != target:
+            current = record.get("target") in (None, target)
+            if record.get("phase") == "Done" and current and world.nodes[name].version != target:
                 self.fail(world, f"{name} reported Done on {world.nodes[name].version}")
         if phase == "Waiting":
             self._check_wait(world, status)

@@ -41,6 +41,27 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         selector.loop = self
         self.steps = 0
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.set_task_factory(self._keep)
+
+    def _keep(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        """Every task is kept until ``settle``, so none is collected mid-run with its outcome
+        unread (a killed engine leaves tasks that end in ``Killed``)."""
+        task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        self.tasks.append(task)
+        return task
+
+    def settle(self) -> None:
+        """Cancels what still runs and reads every task's outcome; call before ``close``."""
+        pending = [t for t in self.tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        for task in self.tasks:
+            if not task.cancelled():
+                task.exception()
+        self.tasks.clear()
 
     def time(self) -> float:
         return self._now

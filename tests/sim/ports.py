@@ -24,6 +24,7 @@ from nodeos.ports.kube import (
     Eviction,
     EvictionOutcome,
     KubeApiError,
+    NodeHealth,
     NotFoundError,
     PodView,
 )
@@ -190,9 +191,10 @@ class SimKube:
         self._reply(fate)
         return True
 
-    async def node_ready(self, node: str) -> bool:
-        self._reply(await self._call(mutating=False, method="node_ready", node=node))
-        return self.world.nodes[node].ready
+    async def node_health(self, node: str) -> NodeHealth:
+        self._reply(await self._call(mutating=False, method="node_health", node=node))
+        sim = self.world.nodes[node]
+        return NodeHealth(ready=sim.ready, boot_id=sim.reported_boot_id)
 
     async def pods_on(self, node: str) -> list[PodView]:
         self._reply(await self._call(mutating=False, method="pods_on", node=node))

@@ -32,7 +32,17 @@ TIME_LIMIT_S = 6 * 3600.0
 STABLE_WAIT_S = 1800.0  # a plan Waiting this long with nothing in flight has come to rest
 RESTING = ("Waiting", "Paused")
 NODE_EVENTS = frozenset(
-    {"cordon", "uncordon", "node-notready", "boot", "reregister", "human-cordon", "node-crash"}
+    {
+        "cordon",
+        "uncordon",
+        "node-notready",
+        "boot",
+        "kubelet-ready",
+        "kubelet-notready",
+        "reregister",
+        "human-cordon",
+        "node-crash",
+    }
 )
 
 
@@ -140,7 +150,8 @@ def generate(seed: int) -> Scenario:
             node_faults[name] = "boots-old"
         elif roll < 0.13:
             node_faults[name] = "sick-on-new"
-    reboot_s = {name: rng.uniform(3, 60) for name in names}
+    # some reboots are over before the Node is seen NotReady (a Ready left from the old boot)
+    reboot_s = {name: rng.choice([rng.uniform(3, 60), 0.3]) for name in names}
     actions.sort()
     return Scenario(
         seed, control_planes, workers, apps, spec, rates, kills, actions, node_faults, reboot_s
@@ -160,6 +171,12 @@ class Report:
     entries: int
     incarnations: int
     loop_errors: list[str] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, node: str) -> dict[str, Any]:
+        """The node's record in the plan's final status ({} when it has none)."""
+        records = self.status.get("nodes") or []
+        return next((r for r in records if r["name"] == node), {})
 
     @property
     def ok(self) -> bool:
@@ -187,6 +204,7 @@ class _Driver:
         self.incarnations = 0
         self.loop_errors: list[str] = []
         self.cues: list[tuple[Callable[[World, Any], bool], Callable[[], None]]] = []
+        self._now_cues: dict[int, Callable[[], None]] = {}
         self.world.checks.append(self._on_cue)
         self._build()
 
@@ -219,19 +237,38 @@ class _Driver:
             "spec": s.spec,
         }
 
-    def when(self, cue: Callable[[World, Any], bool], then: Callable[[], None]) -> None:
-        """Runs ``then`` once, right after the first journal entry that ``cue`` accepts."""
-        self.cues.append((cue, then))
+    def when(
+        self, cue: Callable[[World, Any], bool], then: Callable[[], None], *, at_once: bool = False
+    ) -> None:
+        """Runs ``then`` once, right after the first journal entry that ``cue`` accepts.
+
+        ``at_once``: inside the call that made the entry (e.g. while a status write is in
+        flight), rather than at the loop's next turn.
+        """
+        if at_once:
+
+            def run_now() -> None:
+                then()
+
+            self.cues.append((cue, lambda: None))
+            self._now_cues[id(self.cues[-1])] = run_now
+        else:
+            self.cues.append((cue, then))
 
     def kill_when(self, cue: Callable[[World, Any], bool]) -> None:
         """Kills (and restarts) the engine right after the entry a test waits for."""
         self.when(cue, self._kill_and_restart)
 
     def _on_cue(self, world: World, entry: Any) -> None:
-        for cue, then in list(self.cues):
+        for pair in list(self.cues):
+            cue, then = pair
             if cue(world, entry):
-                self.cues.remove((cue, then))
-                self.loop.call_soon(then)
+                self.cues.remove(pair)
+                now = self._now_cues.pop(id(pair), None)
+                if now is not None:
+                    now()
+                else:
+                    self.loop.call_soon(then)
 
     def _wake_on_node_event(self, world: World, entry: Any) -> None:
         if entry.kind in NODE_EVENTS and self.rollout is not None:
@@ -402,14 +439,11 @@ def simulate(scenario: Scenario, configure: Callable[[_Driver], None] | None = N
         entries=len(driver.world.journal),
         incarnations=driver.incarnations,
         loop_errors=driver.loop_errors,
+        status=driver.world.status(),
     )
 
 
 def _close(loop: VirtualTimeLoop) -> None:
-    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.settle()
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()

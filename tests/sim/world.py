@@ -38,6 +38,7 @@ class Node:
     installed: str | None = None  # written to the other partition, active after a reboot
     previous: str | None = None  # what the other partition holds after an upgrade (rollback)
     boot_id: str = ""
+    reported_boot_id: str = ""  # what the kubelet last posted in nodeInfo.bootID
     ready: bool = True
     up: bool = True
     unschedulable: bool = False
@@ -49,6 +50,7 @@ class Node:
     boots_old: bool = False
     sick_on_new: bool = False  # Ready never comes back once it boots a new version
     reboot_s: float = 20.0
+    reported_version: str = OLD  # the kubelet's osImage, posted with its status
 
     def view(self) -> NodeView:
         labels = {"pool": "sim", "kubernetes.io/hostname": self.name}
@@ -60,8 +62,8 @@ class Node:
             ready=self.ready,
             unschedulable=self.unschedulable,
             cordoned_by=self.annotations.get(CORDONED_BY_ANNOTATION),
-            os_image=f"Talos ({self.version})",
-            boot_id=self.boot_id,
+            os_image=f"Talos ({self.reported_version})",
+            boot_id=self.reported_boot_id,
             uid=self.uid,
         )
 
@@ -137,7 +139,10 @@ class World:
     # -- building ---------------------------------------------------------------------------
 
     def add_node(self, name: str, control_plane: bool) -> Node:
-        node = Node(name, control_plane, boot_id=self.new_id("boot"), uid=self.new_id("uid"))
+        boot = self.new_id("boot")
+        node = Node(
+            name, control_plane, boot_id=boot, reported_boot_id=boot, uid=self.new_id("uid")
+        )
         self.nodes[name] = node
         return node
 
@@ -300,8 +305,18 @@ class World:
         node.installed = None
         node.boot_id = self.new_id("boot")
         node.up = True
-        node.ready = not (node.sick_on_new and node.previous is not None and node.version != OLD)
         self.record("boot", name, node.version)
+        # The kubelet starts and posts its status (Ready, bootID, osImage) a moment later.
+        self.loop.call_later(self.rng.uniform(0.5, 3.0), self._kubelet_posted, name, node.boot_id)
+
+    def _kubelet_posted(self, name: str, boot_id: str) -> None:
+        node = self.nodes[name]
+        if not node.up or node.boot_id != boot_id:
+            return
+        node.reported_boot_id = node.boot_id
+        node.reported_version = node.version
+        node.ready = not (node.sick_on_new and node.previous is not None and node.version != OLD)
+        self.record("kubelet-ready" if node.ready else "kubelet-notready", name)
         for pod in self.pods_on(name):
             if not pod.terminating:
                 self.loop.call_later(1.0, self._pod_started, pod.name)
