@@ -92,6 +92,13 @@ class FakeKube:
         del n.annotations[CORDONED_BY_ANNOTATION]
         return True
 
+    async def cordoned_nodes(self, owner: str) -> list[str]:
+        return [
+            n.name
+            for n in self.nodes.values()
+            if n.annotations.get(CORDONED_BY_ANNOTATION) == owner
+        ]
+
     async def node_health(self, node: str) -> NodeHealth:
         return NodeHealth(ready=True, boot_id="")
 

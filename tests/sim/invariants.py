@@ -95,6 +95,11 @@ class Checker:
 
     def __call__(self, world: World, entry: Entry) -> None:
         self.checked += 1
+        acted = entry.kind in ("install", "reboot", "status", "rollback") or (
+            entry.kind == "cordon" and entry.detail == self.plan
+        )
+        if world.deleted and acted:
+            self.fail(world, f"{entry.kind} {entry.node} after the plan was deleted")
         if entry.kind in EXTERNAL:
             self.last_external = entry.at
         match entry.kind:
@@ -204,8 +209,12 @@ class Checker:
 
     # -- on a timer ----------------------------------------------------------------------------
 
-    def tick(self, world: World) -> None:
-        """Liveness: every in-flight node moves on before its deadline (plus slack)."""
+    def tick(self, world: World, api_down_s: float = 0.0) -> None:
+        """Liveness: every in-flight node moves on before its deadline (plus slack).
+
+        ``api_down_s``: how long the Kubernetes API was down since the deadline could have
+        passed; nothing can be persisted then, so it adds to the slack.
+        """
         records = self._records(world)
         for name in world.status().get("inFlight") or []:
             record = records.get(name)
@@ -213,7 +222,7 @@ class Checker:
                 self.fail(world, f"{name} is in flight without a record")
                 continue
             deadline = parse_time(record.get("deadline"))
-            if deadline is not None and world.now() > deadline + LIVENESS_SLACK_S:
+            if deadline is not None and world.now() > deadline + LIVENESS_SLACK_S + api_down_s:
                 self.fail(
                     world,
                     f"{name} still {record.get('phase')} {world.now() - deadline:.0f}s past "
@@ -224,6 +233,11 @@ class Checker:
     # -- at the end ----------------------------------------------------------------------------
 
     def finish(self, world: World) -> None:
+        if world.deleted:
+            left = self._ours(world)
+            if left:
+                self.fail(world, f"the plan was deleted but {left} keep its cordon")
+            return
         status = world.status()
         phase = status.get("phase")
         records = self._records(world)

@@ -191,6 +191,14 @@ class SimKube:
         self._reply(fate)
         return True
 
+    async def cordoned_nodes(self, owner: str) -> list[str]:
+        self._reply(await self._call(mutating=False, method="cordoned_nodes"))
+        return [
+            n.name
+            for n in self.world.nodes.values()
+            if n.annotations.get(CORDONED_BY_ANNOTATION) == owner
+        ]
+
     async def node_health(self, node: str) -> NodeHealth:
         self._reply(await self._call(mutating=False, method="node_health", node=node))
         sim = self.world.nodes[node]

@@ -20,8 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodeos.engine.deletion import EngineStillRunningError, release_deleted_plan
 from nodeos.engine.rollout import RETRY_ANNOTATION, EngineDeps, PlanRollout
 from nodeos.engine.routing import Routing
+from nodeos.ports.kube import KubeApiError
 from sim.invariants import Checker, at
 from sim.loop import DeadlockError, VirtualTimeLoop
 from sim.ports import FaultRates, Killed, Life, SimKube, SimOsApi
@@ -135,6 +137,8 @@ def generate(seed: int) -> Scenario:
         actions.append((when + rng.uniform(5, 300), "human-uncordon", node))
     if rng.random() < 0.1:
         actions.append((rng.uniform(5, 400), "reregister", rng.choice(names)))
+    if rng.random() < 0.08:
+        actions.append((rng.uniform(1, 400), "delete-plan", ""))
     if rng.random() < 0.15:
         start = rng.uniform(0, 300)
         actions.append((start, "etcd-unhealthy", ""))
@@ -200,6 +204,8 @@ class _Driver:
         self.world.checks.append(self._wake_on_node_event)
         self.life: Life | None = None
         self.rollout: PlanRollout | None = None
+        self.kube: SimKube | None = None
+        self.finalizers: list[asyncio.Future[None]] = []
         self.task: asyncio.Task[None] | None = None
         self.incarnations = 0
         self.loop_errors: list[str] = []
@@ -301,7 +307,24 @@ class _Driver:
             body=world.plan_body,
         )
         self.life, self.rollout = life, rollout
+        self.kube = kube
         self.task = asyncio.ensure_future(self._daemon(rollout, life))
+        if self.world.plan["metadata"].get("deletionTimestamp"):
+            self.finalizers.append(asyncio.ensure_future(self._finalize(life, kube, rollout)))
+
+    async def _finalize(self, life: Life, kube: SimKube, rollout: PlanRollout) -> None:
+        """kopf's deletion handler in this incarnation, retried until it succeeds."""
+        try:
+            while not self.world.deleted:
+                try:
+                    released = await release_deleted_plan(kube, PLAN, rollout)
+                except (EngineStillRunningError, KubeApiError):
+                    await asyncio.sleep(5.0)
+                    continue
+                self.world.deleted = True
+                self.world.record("plan-deleted", detail=f"released {released}")
+        except Killed:
+            return
 
     async def _daemon(self, rollout: PlanRollout, life: Life) -> None:
         """What kopf does with a daemon: run it; if it raises, log and restart it later."""
@@ -376,8 +399,24 @@ class _Driver:
                 world.etcd_unhealthy = False
             case "retry":
                 world.annotate(RETRY_ANNOTATION, "true")
+            case "delete-plan":
+                world.plan["metadata"]["deletionTimestamp"] = "2026-01-05T00:00:00Z"
+                world.resource_version += 1
+                world.record("plan-deleting")
+                if self.life is not None and self.rollout is not None and self.kube is not None:
+                    handler = self._finalize(self.life, self.kube, self.rollout)
+                    self.finalizers.append(asyncio.ensure_future(handler))
+
+    def _api_down_since(self, start: float) -> float:
+        now = self.loop.time()
+        return sum(
+            max(0.0, min(end, now) - max(begin, start))
+            for begin, end in self.scenario.rates.kube_outages
+        )
 
     def finished(self) -> bool:
+        if self.world.deleted:
+            return True
         status = self.world.status()
         quiet = self.loop.time() > max(
             [*self.scenario.kills, *(a[0] for a in self.scenario.actions), 0.0]
@@ -395,7 +434,7 @@ class _Driver:
         settled_at: float | None = None
         while self.loop.time() < TIME_LIMIT_S:
             await asyncio.sleep(5.0)
-            self.checker.tick(self.world)
+            self.checker.tick(self.world, self._api_down_since(self.loop.time() - 3600))
             if self.finished():
                 settled_at = settled_at if settled_at is not None else self.loop.time()
                 waiting = self.world.status().get("phase") in RESTING
@@ -412,7 +451,7 @@ class _Driver:
             )
         self.kill()
         self.checker.finish(self.world)
-        return str(self.world.status().get("phase"))
+        return "Deleted" if self.world.deleted else str(self.world.status().get("phase"))
 
 
 def simulate(scenario: Scenario, configure: Callable[[_Driver], None] | None = None) -> Report:

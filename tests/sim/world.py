@@ -117,6 +117,7 @@ class World:
         self.journal: list[Entry] = []
         self.checks: list[Check] = []
         self.etcd_unhealthy = False
+        self.deleted = False  # the plan's finalizer ran: the object is gone
         self.events: list[str] = []
         self._pod_serial = 0
         self._ids = 0

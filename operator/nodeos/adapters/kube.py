@@ -125,6 +125,15 @@ class KubeClient:
             raise
         return True
 
+    async def cordoned_nodes(self, owner: str) -> list[str]:
+        """Lists every Node and keeps those marked as cordoned by ``owner``."""
+        nodes = await self._run(self.core.list_node)
+        return [
+            n.metadata.name
+            for n in nodes.items
+            if (n.metadata.annotations or {}).get(CORDONED_BY_ANNOTATION) == owner
+        ]
+
     async def node_health(self, node: str) -> NodeHealth:
         """The Ready condition and the kubelet's boot ID, fresh from the API."""
         current = await self._run(self.core.read_node, node)

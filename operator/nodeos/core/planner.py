@@ -258,16 +258,33 @@ def plan_step(
 
 
 def still_fits(
-    spec: UpgradePlanSpec, name: str, in_flight: Sequence[str], nodes: Sequence[NodeView]
+    spec: UpgradePlanSpec,
+    name: str,
+    in_flight: Sequence[str],
+    nodes: Sequence[NodeView],
+    progress: Mapping[str, NodeProgress],
 ) -> str | None:
-    """Why cordoning ``name`` now would break maxUnavailable, or None when it still fits.
+    """Why cordoning ``name`` now would break the plan's rules, or None when it still fits.
 
-    A slot is claimed under the budget, but the node may be cordoned much later (its OS API
-    was unreachable meanwhile) after others went out of service: checked again just before.
+    A slot is claimed under the rules, but the node may be cordoned much later (its OS API was
+    unreachable meanwhile) after others went out of service, or after a retry sent a control
+    plane back to pending: checked again just before.
     """
     ordered = order_nodes(spec, nodes, None)
     me = next((node for node in ordered if node.name == name), None)
-    if me is None or me.unavailable:
+    if me is None:
+        return None
+    if not me.control_plane and spec.strategy.control_plane.ordering == "First":
+        ahead = [
+            n.name
+            for n in ordered
+            if n.control_plane
+            and not is_current(spec, n)
+            and progress.get(n.name, _PENDING).phase not in TERMINAL
+        ]
+        if ahead:
+            return f"control-plane node(s) {', '.join(ahead[:3])} go first and are not done"
+    if me.unavailable:
         return None  # already out of service: cordoning it disrupts nothing more
     budget = max_unavailable(spec.strategy.max_unavailable, len(ordered))
     out = {n.name for n in ordered if n.unavailable} | set(in_flight)

@@ -181,6 +181,9 @@ def after(
         if result.transient:
             return progress  # a retry or failure waits for its cordon to come off
         return replace(progress, cordoned_by_us=False)
+    if result.cordoned_by_us is not None and action.kind != "Cordon":
+        # cordoned again after someone else lifted the cordon mid-upgrade: ours to lift now
+        progress = replace(progress, cordoned_by_us=result.cordoned_by_us)
     if result.transient:
         if (
             action.kind == "Drain"

@@ -93,6 +93,29 @@ async def _drain(ctx: NodeContext, force: bool) -> Result:
     )
 
 
+async def _taken_back(ctx: NodeContext) -> Result | None:
+    """Someone uncordoned the node since our drain: cordon and drain it again first.
+
+    None when the node is still out of service; otherwise a transient result (the phase's
+    deadline applies) until a drain round finds it empty.
+    """
+    if ctx.node.unschedulable:
+        return None
+    ours = await ctx.kube.cordon(ctx.node.name, ctx.plan)
+    outcome = None
+    if ctx.spec.drain.enabled:
+        outcome = await drain_round(
+            ctx.kube, ctx.node.name, ctx.spec.drain, force=False, own_pod=ctx.own_pod
+        )
+    # Transient either way: the next round finds the node cordoned (and, drained, goes on).
+    left = f" ({outcome.remaining} pod(s) left)" if outcome is not None else ""
+    return Result(
+        transient=True,
+        cordoned_by_us=ours,
+        message=f"the node was uncordoned by someone else; cordoned it again{left}",
+    )
+
+
 async def _install(ctx: NodeContext, progress: NodeProgress) -> Result:
     """Stages the machine config (if any) and installs the OS (if needed); never reboots.
 
@@ -113,6 +136,8 @@ async def _install(ctx: NodeContext, progress: NodeProgress) -> Result:
         done.append("staged the machine config")
     if ctx.node.control_plane:
         await _forfeit_leadership(ctx)
+    if (again := await _taken_back(ctx)) is not None:
+        return again
     if wanted is None or wanted == current:
         return Result(message="; ".join(done) or "nothing to install; rebooting")
     image = ctx.spec.target.image if ctx.spec.target.version == wanted else None
@@ -136,6 +161,8 @@ async def _reboot(progress: NodeProgress, ctx: NodeContext) -> Result:
     boot_id = await ctx.osapi.boot_id(ctx.target)
     if progress.boot_id and boot_id != progress.boot_id:
         return Result(boot_id=boot_id)
+    if (again := await _taken_back(ctx)) is not None:
+        return again
     await ctx.osapi.reboot(ctx.target, ctx.spec.upgrade.reboot_mode)
     return Result(boot_id=boot_id, reboot_requested=True)
 

@@ -39,6 +39,7 @@ from nodeos.ports.osapi import OsApi
 RETRY_ANNOTATION = "nodeos.dev/retry"
 _WORKER_RETRY_S = 2.0
 _ERROR_BACKOFF_S = 1.0
+_STOP_GRACE_S = 20.0
 _MAX_BACKOFF_S = 30.0
 log = logging.getLogger(__name__)
 _IDLE_WAKE_S = 5.0
@@ -101,6 +102,8 @@ class PlanRollout:
         self.routing: Routing = deps.routing
         self._access: OsApiAccess | None = None
         self._last_error: str | None = None
+        self._stopping = False
+        self.finished = asyncio.Event()
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -112,7 +115,7 @@ class PlanRollout:
         failures = 0
         loaded = False
         try:
-            while not stopped():
+            while not stopped() and not self.deleting():
                 self.wake.clear()
                 try:
                     if not loaded:
@@ -129,10 +132,27 @@ class PlanRollout:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout)
         finally:
-            for task in self.workers.values():
-                task.cancel()
-            await asyncio.gather(*self.workers.values(), return_exceptions=True)
+            await self._stop_workers()
             await self.store.close()
+            self.finished.set()
+
+    def deleting(self) -> bool:
+        """The plan is marked for deletion: stop, and let the deletion handler clean up."""
+        return bool(self.body()["metadata"].get("deletionTimestamp"))
+
+    async def _stop_workers(self) -> None:
+        """Lets workers stop between actions, cancelling those still busy after a grace period.
+
+        A call cancelled mid-flight may still take effect (it runs in a thread), so a worker is
+        best stopped where it is not waiting on one.
+        """
+        self._stopping = True
+        running = [task for task in self.workers.values() if not task.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=_STOP_GRACE_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _report_error(self, error: Exception, loaded: bool) -> None:
         text = f"{type(error).__name__}: {error}"[:1024]
@@ -274,7 +294,7 @@ class PlanRollout:
                 if taken_up != progress:
                     await self.store.commit(functools.partial(_record, updated=taken_up))
                     await self._announce(progress, taken_up)
-        while True:
+        while not self._stopping:
             spec = self._snapshot().spec
             progress = self._progress(name)
             if progress is None:
@@ -293,7 +313,13 @@ class PlanRollout:
             if action.kind == "Cordon" and progress.cordoned_by_us is None:
                 selected = list(self._selected(spec).values())
                 in_flight = self.store.status.in_flight
-                why = planner.still_fits(spec, name, [n for n in in_flight if n != name], selected)
+                why = planner.still_fits(
+                    spec,
+                    name,
+                    [n for n in in_flight if n != name],
+                    selected,
+                    _records(self.store.status, spec),
+                )
                 if why is not None:
                     requeued = sm.requeue(progress, why, now)
                     await self.store.commit(functools.partial(_record, updated=requeued))

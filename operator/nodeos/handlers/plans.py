@@ -8,6 +8,7 @@ import kopf
 
 from nodeos.core.nodes import NodeView
 from nodeos.core.planner import PlanRef
+from nodeos.engine.deletion import EngineStillRunningError, release_deleted_plan
 from nodeos.engine.rollout import PlanRollout
 from nodeos.handlers.nodes import snapshot
 
@@ -56,9 +57,9 @@ async def upgradeplan_engine(
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def upgradeplan_deleted(name: str, memo: Any, **kwargs: Any) -> None:
-    """Uncordons every node this plan cordoned, so deleting a plan leaves no node cordoned."""
-    node_views: kopf.Index[str, NodeView] = kwargs["node_views"]
-    for node in snapshot(node_views).values():
-        if node.cordoned_by == name:
-            await memo.deps.kube.uncordon(node.name, name)
+async def upgradeplan_deleted(name: str, memo: Any, **_: Any) -> None:
+    """Stops the plan's engine, then uncordons every node it cordoned (kept until done)."""
+    try:
+        await release_deleted_plan(memo.deps.kube, name, memo.rollouts.get(name))
+    except EngineStillRunningError as error:
+        raise kopf.TemporaryError(str(error), delay=5) from None

@@ -96,6 +96,10 @@ class KubeApi(Protocol):
         """Uncordons only if ``owner`` cordoned it; True when it did."""
         ...
 
+    async def cordoned_nodes(self, owner: str) -> list[str]:
+        """The Nodes that carry ``owner``'s cordon mark, listed fresh from the API."""
+        ...
+
     async def node_health(self, node: str) -> NodeHealth:
         """The node's Ready condition and boot ID, read fresh."""
         ...
