@@ -297,6 +297,36 @@ def test_deleting_a_plan_mid_rollout_leaves_no_cordon_and_no_later_action(kill_t
     assert any("plan-deleted" in line for line in report.trace)
 
 
+# -- bad input the engine meets after admission --------------------------------------------------
+
+
+def test_a_spec_the_model_rejects_is_a_condition_naming_the_field_and_in_flight_nodes_finish() -> (
+    None
+):
+    seen: dict[str, Any] = {}
+
+    def configure(driver: _Driver) -> None:
+        def break_spec() -> None:  # e.g. written for another nodeos version, past admission
+            driver.world.edit_spec(lambda s: s["strategy"].update(maxUnavailable="lots"), "bad")
+
+        def look_and_fix() -> None:
+            conditions = driver.world.status().get("conditions") or []
+            seen.update(next(c for c in conditions if c["type"] == "ReconcileError"))
+            driver.world.edit_spec(lambda s: s["strategy"].update(maxUnavailable=1), "fixed")
+
+        driver.when(entry_is("install", "w-0"), break_spec)
+        driver.loop.call_later(300.0, look_and_fix)
+
+    report = simulate(scenario(workers=3), configure)
+    assert_clean(report)
+    assert seen["status"] == "True"
+    assert seen["reason"] == "InvalidSpec"
+    assert seen["message"].startswith("spec.strategy.maxUnavailable")
+    assert report.phase == "Completed"
+    # w-0 was in flight when the spec broke and finished under the last valid spec
+    assert report.record("w-0")["phase"] == "Done"
+
+
 # -- item 7: one error stopped the plan ------------------------------------------------------
 
 

@@ -20,20 +20,22 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from nodeos.core import planner
 from nodeos.core import statemachine as sm
 from nodeos.core.nodes import NodeView, matches
-from nodeos.core.summary import plan_phase, set_condition
 from nodeos.engine import metrics
 from nodeos.engine.actions import NodeContext, perform
 from nodeos.engine.etcd import etcd_problem
+from nodeos.engine.report import announce, condition, export_metrics, has_condition, summarise
 from nodeos.engine.routing import Routing
 from nodeos.engine.status import Draft, StatusStore
-from nodeos.models.common import Condition, parse_duration
+from nodeos.models.common import parse_duration
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.rollout import RolloutPolicy
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec, UpgradePlanStatus
-from nodeos.ports.kube import KubeApi, KubeApiError
+from nodeos.ports.kube import KubeApi
 from nodeos.ports.osapi import OsApi
 
 RETRY_ANNOTATION = "nodeos.dev/retry"
@@ -75,6 +77,18 @@ class _Snapshot:
     created: str
 
 
+class InvalidSpecError(Exception):
+    """The plan's spec does not validate (e.g. written for another version of nodeos)."""
+
+
+def _describe(error: ValidationError) -> str:
+    """The first problem, with the field's path as the API spells it."""
+    first = error.errors()[0]
+    path = ".".join(str(part) for part in ("spec", *first["loc"]))
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{path}: {first['msg']}{more}; no new node starts until the spec is fixed"
+
+
 class PlanRollout:
     """The engine for one plan, alive as long as the plan's kopf daemon."""
 
@@ -104,6 +118,7 @@ class PlanRollout:
         self._last_error: str | None = None
         self._stopping = False
         self.finished = asyncio.Event()
+        self._good: _Snapshot | None = None
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -155,7 +170,12 @@ class PlanRollout:
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _report_error(self, error: Exception, loaded: bool) -> None:
-        text = f"{type(error).__name__}: {error}"[:1024]
+        text = (
+            str(error)
+            if isinstance(error, InvalidSpecError)
+            else f"{type(error).__name__}: {error}"
+        )
+        text = text[:1024]
         if text != self._last_error:
             log.warning("%s: reconcile failed, retrying: %s", self.name, text)
             self._last_error = text
@@ -163,19 +183,34 @@ class PlanRollout:
             return
         now = self.deps.clock()
         with contextlib.suppress(Exception):
+            reason = "InvalidSpec" if isinstance(error, InvalidSpecError) else type(error).__name__
             await self.store.commit(
-                lambda d: _condition(d, "ReconcileError", True, type(error).__name__, text, now)
+                lambda d: condition(d, "ReconcileError", True, reason, text, now)
             )
 
     def _snapshot(self) -> _Snapshot:
         body = self.body()
         metadata = body["metadata"]
-        return _Snapshot(
-            spec=UpgradePlanSpec.model_validate(body["spec"]),
+        try:
+            spec = UpgradePlanSpec.model_validate(body["spec"])
+        except ValidationError as error:
+            raise InvalidSpecError(_describe(error)) from None
+        self._good = _Snapshot(
+            spec=spec,
             generation=int(metadata.get("generation", 0)),
             annotations=dict(metadata.get("annotations") or {}),
             created=str(metadata.get("creationTimestamp", "")),
         )
+        return self._good
+
+    def _worker_spec(self) -> UpgradePlanSpec:
+        """The spec for in-flight nodes: the current one, or the last valid one if it is not."""
+        try:
+            return self._snapshot().spec
+        except InvalidSpecError:
+            if self._good is None:
+                raise
+            return self._good.spec
 
     async def step(self) -> float:
         """One reconciliation; returns how long to sleep unless woken earlier."""
@@ -225,18 +260,18 @@ class PlanRollout:
         for name in self.store.status.in_flight:
             self._spawn(name, resumed=True)  # only where no worker runs (one failed)
 
-        def summarise(draft: Draft) -> None:
+        def report(draft: Draft) -> None:
             fresh = decide(
                 {n: r for n, r in draft.nodes.items() if _current(r, spec, draft.in_flight)},
                 draft.in_flight,
             )
             if held is not None:
                 fresh = _waiting(fresh, held)
-            self._summarise(draft, snap, fresh, now)
+            summarise(draft, snap.spec, snap.generation, fresh, now, self._durations)
 
-        await self.store.commit(summarise)
+        await self.store.commit(report)
         self._last_error = None
-        self._export_metrics()
+        export_metrics(self.name, self.store.status)
         return self._sleep_for(now)
 
     async def _use_access(self, spec: UpgradePlanSpec) -> None:
@@ -295,7 +330,7 @@ class PlanRollout:
                     await self.store.commit(functools.partial(_record, updated=taken_up))
                     await self._announce(progress, taken_up)
         while not self._stopping:
-            spec = self._snapshot().spec
+            spec = self._worker_spec()
             progress = self._progress(name)
             if progress is None:
                 await self.store.commit(lambda d: _release(d, name))
@@ -355,30 +390,9 @@ class PlanRollout:
         return next((n for n in self.store.status.nodes if n.name == name), None)
 
     async def _announce(self, before: NodeProgress, after: NodeProgress) -> None:
-        text = f"{after.name}: {before.phase} -> {after.phase}"
-        if after.message:
-            text += f" ({after.message})"
-        warning = after.phase in ("Failed", "RollingBack", "RolledBack") or (
-            after.phase == "Pending" and after.reason is not None
-        )
-        reason = f"Node{after.phase}" if not after.reason else f"Node{after.phase}{after.reason}"
         node = self.nodes().get(after.name)
         node_uid = node.uid if node is not None else ""
-        try:
-            await self.deps.kube.event(
-                "UpgradePlan",
-                self.name,
-                self.uid,
-                "nodeos.dev/v1alpha1",
-                reason[:128],
-                text,
-                warning,
-            )
-            await self.deps.kube.event(
-                "Node", after.name, node_uid, "v1", reason[:128], text, warning
-            )
-        except KubeApiError as error:  # an Event is worth a retry of nothing
-            log.warning("%s: could not record an Event for %s: %s", self.name, after.name, error)
+        await announce(self.deps.kube, self.name, self.uid, node_uid, before, after)
         if after.phase == "Done" and before.started_at is not None:
             seconds = (self.deps.clock() - before.started_at).total_seconds()
             self._durations.append(seconds)
@@ -439,13 +453,13 @@ class PlanRollout:
         records = [progress.get(n) for n in names]
         if not all(r is not None and r.phase in planner.TERMINAL for r in records):
             return True  # the planner itself holds back everything past the canary batch
-        if _has_condition(self.store.status.conditions, "CanaryComplete"):
+        if has_condition(self.store.status.conditions, "CanaryComplete"):
             return True
         finished = max((r.since for r in records if r is not None and r.since), default=now)
         if canary.pause_after:
             await self.deps.kube.patch_plan_spec(self.name, {"paused": True})
             await self.store.commit(
-                lambda d: _condition(
+                lambda d: condition(
                     d,
                     "CanaryComplete",
                     True,
@@ -458,83 +472,11 @@ class PlanRollout:
         if canary.soak and now < finished + parse_duration(canary.soak):
             return False
         await self.store.commit(
-            lambda d: _condition(
+            lambda d: condition(
                 d, "CanaryComplete", True, "CanarySoaked", "canary batch done and soaked", now
             )
         )
         return True
-
-    def _summarise(
-        self,
-        draft: Draft,
-        snap: _Snapshot,
-        decision: planner.Decision,
-        now: datetime.datetime,
-    ) -> None:
-        spec = snap.spec
-        for name in decision.up_to_date:
-            draft.nodes[name] = NodeProgress(
-                name=name,
-                phase="Done",
-                since=now,
-                reason="AlreadyUpToDate",
-                target=spec.target.version,
-            )
-        counts = dict(decision.counts)
-        failed = counts["failed"]
-        phase, message = plan_phase(decision, draft.in_flight, spec.target.version)
-        summary = draft.summary
-        summary.update(
-            phase=phase,
-            message=message[:1024],
-            observed_generation=snap.generation,
-            observed_target=spec.target.version,
-            progress=f"{counts['updated']}/{counts['total']}",
-            counts={
-                "total": counts["total"],
-                "updated": counts["updated"],
-                "in_progress": counts["inProgress"],
-                "failed": counts["failed"],
-                "pending": counts["pending"],
-            },
-            preview={
-                "batches": [list(b) for b in decision.batches],
-                "total_batches": decision.total_batches,
-            },
-            next_window=decision.next_window,
-            eta=self._eta(decision, now) if phase == "Progressing" else None,
-        )
-        if phase == "Completed":
-            summary.setdefault("completed_at", now)
-        else:
-            summary.pop("completed_at", None)
-        waiting = decision.waiting
-        _condition(draft, "Progressing", phase == "Progressing", phase, message, now)
-        _condition(draft, "Complete", phase == "Completed", phase, message, now)
-        _condition(
-            draft,
-            "Degraded",
-            bool(failed),
-            "NodesFailed" if failed else "NoFailures",
-            f"{failed} node(s) failed" if failed else "no node failed",
-            now,
-        )
-        _condition(
-            draft,
-            "Waiting",
-            waiting is not None,
-            waiting.reason if waiting else "NotWaiting",
-            waiting.message if waiting else "",
-            now,
-        )
-        _condition(draft, "ReconcileError", False, "Reconciled", "", now)
-
-    def _eta(self, decision: planner.Decision, now: datetime.datetime) -> datetime.datetime | None:
-        if not self._durations:
-            return None
-        average = sum(self._durations) / len(self._durations)
-        eta = now + datetime.timedelta(seconds=average * (decision.total_batches + 1))
-        return eta.replace(second=0, microsecond=0)
 
     def _sleep_for(self, now: datetime.datetime) -> float:
         upcoming = [
@@ -543,24 +485,6 @@ class PlanRollout:
             if record.retry_at is not None and record.retry_at > now
         ]
         return max(0.05, min([_IDLE_WAKE_S, *upcoming]))
-
-    def _export_metrics(self) -> None:
-        status = self.store.status
-        for phase in (
-            "Pending",
-            "Queued",
-            "Progressing",
-            "Paused",
-            "Waiting",
-            "Completed",
-            "Failed",
-        ):
-            metrics.PLAN_PHASE.labels(self.name, phase).set(1 if status.phase == phase else 0)
-        by_phase: dict[str, int] = {}
-        for record in status.nodes:
-            by_phase[record.phase] = by_phase.get(record.phase, 0) + 1
-        for phase, count in by_phase.items():
-            metrics.NODES_BY_PHASE.labels(self.name, phase).set(count)
 
 
 def _current(record: NodeProgress, spec: UpgradePlanSpec, in_flight: list[str]) -> bool:
@@ -583,20 +507,6 @@ def _record(draft: Draft, updated: NodeProgress) -> None:
 def _release(draft: Draft, name: str) -> None:
     if name in draft.in_flight:
         draft.in_flight.remove(name)
-
-
-def _has_condition(conditions: list[Condition], kind: str) -> bool:
-    return any(c.type == kind and c.status == "True" for c in conditions)
-
-
-def _condition(
-    draft: Draft, kind: str, status: bool, reason: str, message: str, now: datetime.datetime
-) -> None:
-    conditions = [Condition.model_validate(c) for c in draft.summary.get("conditions", [])]
-    updated = set_condition(
-        conditions, kind, status, reason, message, now, draft.summary.get("observed_generation")
-    )
-    draft.summary["conditions"] = [c.model_dump() for c in updated]
 
 
 def _waiting(decision: planner.Decision, waiting: planner.Waiting) -> planner.Decision:

@@ -11,7 +11,7 @@ import datetime
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 JsonDict = dict[str, JsonValue]
@@ -32,8 +32,21 @@ Duration = Annotated[
     ),
 ]
 
+
+def _count_or_percent(value: int | str) -> int | str:
+    """The rule admission enforces with CEL, kept by the model too (specs may skip admission)."""
+    if isinstance(value, int):
+        ok = value >= 1
+    else:
+        ok = re.fullmatch(r"[0-9]+%", value) is not None and 1 <= int(value[:-1]) <= 100
+    if not ok:
+        raise ValueError("must be an integer of at least 1 or a percentage from 1% to 100%")
+    return value
+
+
 IntOrPercent = Annotated[
     int | str,
+    AfterValidator(_count_or_percent),
     WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,

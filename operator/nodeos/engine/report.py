@@ -1,0 +1,143 @@
+"""What a plan tells people: its status summary and conditions, node Events, and metrics.
+
+``summarise`` edits a status draft from the planner's decision (computed from that very draft);
+``announce`` records a node's phase change as Events on the plan and the Node; the rest export
+gauges. None of it decides anything about the rollout.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Sequence
+
+from nodeos.core import planner
+from nodeos.core.summary import plan_phase, set_condition
+from nodeos.engine import metrics
+from nodeos.engine.status import Draft
+from nodeos.models.common import Condition
+from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec, UpgradePlanStatus
+from nodeos.ports.kube import KubeApi, KubeApiError
+
+log = logging.getLogger(__name__)
+PLAN_PHASES = ("Pending", "Queued", "Progressing", "Paused", "Waiting", "Completed", "Failed")
+
+
+def summarise(
+    draft: Draft,
+    spec: UpgradePlanSpec,
+    generation: int,
+    decision: planner.Decision,
+    now: datetime.datetime,
+    durations: Sequence[float],
+) -> None:
+    """Writes phase, message, counts, preview, ETA and the standard conditions into ``draft``."""
+    for name in decision.up_to_date:
+        draft.nodes[name] = NodeProgress(
+            name=name, phase="Done", since=now, reason="AlreadyUpToDate", target=spec.target.version
+        )
+    counts = dict(decision.counts)
+    failed = counts["failed"]
+    phase, message = plan_phase(decision, draft.in_flight, spec.target.version)
+    summary = draft.summary
+    summary.update(
+        phase=phase,
+        message=message[:1024],
+        observed_generation=generation,
+        observed_target=spec.target.version,
+        progress=f"{counts['updated']}/{counts['total']}",
+        counts={
+            "total": counts["total"],
+            "updated": counts["updated"],
+            "in_progress": counts["inProgress"],
+            "failed": counts["failed"],
+            "pending": counts["pending"],
+        },
+        preview={
+            "batches": [list(b) for b in decision.batches],
+            "total_batches": decision.total_batches,
+        },
+        next_window=decision.next_window,
+        eta=_eta(decision, now, durations) if phase == "Progressing" else None,
+    )
+    if phase == "Completed":
+        summary.setdefault("completed_at", now)
+    else:
+        summary.pop("completed_at", None)
+    waiting = decision.waiting
+    condition(draft, "Progressing", phase == "Progressing", phase, message, now)
+    condition(draft, "Complete", phase == "Completed", phase, message, now)
+    condition(
+        draft,
+        "Degraded",
+        bool(failed),
+        "NodesFailed" if failed else "NoFailures",
+        f"{failed} node(s) failed" if failed else "no node failed",
+        now,
+    )
+    condition(
+        draft,
+        "Waiting",
+        waiting is not None,
+        waiting.reason if waiting else "NotWaiting",
+        waiting.message if waiting else "",
+        now,
+    )
+    condition(draft, "ReconcileError", False, "Reconciled", "", now)
+
+
+def condition(
+    draft: Draft, kind: str, status: bool, reason: str, message: str, now: datetime.datetime
+) -> None:
+    """Sets one condition in ``draft`` (lastTransitionTime moves only when the status flips)."""
+    conditions = [Condition.model_validate(c) for c in draft.summary.get("conditions", [])]
+    updated = set_condition(
+        conditions, kind, status, reason, message, now, draft.summary.get("observed_generation")
+    )
+    draft.summary["conditions"] = [c.model_dump() for c in updated]
+
+
+def has_condition(conditions: Sequence[Condition], kind: str) -> bool:
+    """Whether condition ``kind`` is True."""
+    return any(c.type == kind and c.status == "True" for c in conditions)
+
+
+def _eta(
+    decision: planner.Decision, now: datetime.datetime, durations: Sequence[float]
+) -> datetime.datetime | None:
+    if not durations:
+        return None
+    average = sum(durations) / len(durations)
+    eta = now + datetime.timedelta(seconds=average * (decision.total_batches + 1))
+    return eta.replace(second=0, microsecond=0)
+
+
+async def announce(
+    kube: KubeApi, plan: str, uid: str, node_uid: str, before: NodeProgress, after: NodeProgress
+) -> None:
+    """One Event on the plan and one on the Node for a phase change; a lost Event is logged."""
+    text = f"{after.name}: {before.phase} -> {after.phase}"
+    if after.message:
+        text += f" ({after.message})"
+    warning = after.phase in ("Failed", "RollingBack", "RolledBack") or (
+        after.phase == "Pending" and after.reason is not None
+    )
+    reason = (f"Node{after.phase}" if not after.reason else f"Node{after.phase}{after.reason}")[
+        :128
+    ]
+    try:
+        await kube.event("UpgradePlan", plan, uid, "nodeos.dev/v1alpha1", reason, text, warning)
+        await kube.event("Node", after.name, node_uid, "v1", reason, text, warning)
+    except KubeApiError as error:
+        log.warning("%s: could not record an Event for %s: %s", plan, after.name, error)
+
+
+def export_metrics(plan: str, status: UpgradePlanStatus) -> None:
+    """The plan's phase and its nodes per phase as gauges."""
+    for phase in PLAN_PHASES:
+        metrics.PLAN_PHASE.labels(plan, phase).set(1 if status.phase == phase else 0)
+    by_phase: dict[str, int] = {}
+    for record in status.nodes:
+        by_phase[record.phase] = by_phase.get(record.phase, 0) + 1
+    for phase, count in by_phase.items():
+        metrics.NODES_BY_PHASE.labels(plan, phase).set(count)
