@@ -392,7 +392,7 @@ class _Driver:
                     world.uncordon(arg, "someone else")
             case "reregister":
                 if not world.nodes[arg].annotations:
-                    world.reregister(arg)
+                    world.reregister(arg, replaced=self.rng.random() < 0.5)
             case "etcd-unhealthy":
                 world.etcd_unhealthy = True
             case "etcd-healthy":

@@ -327,6 +327,20 @@ def test_a_spec_the_model_rejects_is_a_condition_naming_the_field_and_in_flight_
     assert report.record("w-0")["phase"] == "Done"
 
 
+@pytest.mark.parametrize("replaced", [True, False])
+def test_a_node_registered_again_after_done_is_judged_as_the_node_it_now_is(replaced: bool) -> None:
+    """Regression (issue 10, item 8): a Done record outlived the Node it spoke of; a machine
+    replaced under the same name stayed on the old OS in a Completed plan."""
+
+    def configure(driver: _Driver) -> None:
+        driver.when(record_in("Done", "w-0"), lambda: driver.world.reregister("w-0", replaced))
+
+    report = simulate(scenario(workers=3), configure)
+    assert_clean(report)  # the checker: Completed means every node on the target
+    assert report.phase == "Completed"
+    assert len(journal(report, "install", "w-0")) == (2 if replaced else 1)
+
+
 # -- item 7: one error stopped the plan ------------------------------------------------------
 
 

@@ -322,13 +322,20 @@ class World:
             if not pod.terminating:
                 self.loop.call_later(1.0, self._pod_started, pod.name)
 
-    def reregister(self, name: str) -> None:
-        """The Node object is deleted and created again (same name, new UID, no marks)."""
+    def reregister(self, name: str, replaced: bool) -> None:
+        """The Node object is deleted and created again (same name, new UID, no marks).
+
+        ``replaced``: a new machine behind the name, installed from the old image.
+        """
         node = self.nodes[name]
         node.uid = self.new_id("uid")
         node.unschedulable = False
         node.annotations.clear()
-        self.record("reregister", name)
+        if replaced and node.up:
+            node.version = node.reported_version = OLD
+            node.installed = node.previous = None
+            node.boot_id = node.reported_boot_id = self.new_id("boot")
+        self.record("reregister", name, "replaced machine" if replaced else "same machine")
 
     # -- etcd -------------------------------------------------------------------------------
 

@@ -129,6 +129,11 @@ def plan_step(
     """The nodes to start now, and the plan's summary (``behind``: see ``queued_behind``)."""
     ordered = order_nodes(spec, nodes, operator_node)
     by_name = {node.name: node for node in ordered}
+    progress = {
+        name: record
+        for name, record in progress.items()
+        if name in in_flight or name not in by_name or not outdated(record, by_name[name], spec)
+    }
     up_to_date = tuple(
         node.name
         for node in ordered
@@ -255,6 +260,17 @@ def plan_step(
     if canary and not _canary_done(ordered, progress, canary):
         start = start[: max(0, canary - _started_count(ordered, progress, in_flight))]
     return _replace(decision, start=tuple(start), waiting=None if start else blocked)
+
+
+def outdated(record: NodeProgress, node: NodeView, spec: UpgradePlanSpec) -> bool:
+    """Whether a finished record no longer speaks of this Node.
+
+    The Node was deleted and registered again under the same name (another UID: a replaced
+    machine may run the old OS), or it was found up to date and no longer is.
+    """
+    if record.node_uid and node.uid and record.node_uid != node.uid:
+        return True
+    return record.reason == "AlreadyUpToDate" and not is_current(spec, node)
 
 
 def still_fits(

@@ -90,6 +90,7 @@ def start(
     target: str | None,
     policy: RolloutPolicy,
     now: datetime.datetime,
+    node_uid: str | None = None,
 ) -> NodeProgress:
     """The record written (with the slot) before anything touches the node."""
     return NodeProgress(
@@ -101,6 +102,7 @@ def start(
         attempt=previous.attempt if previous is not None else None,
         interrupted=previous.interrupted if previous is not None else None,
         target=target,
+        node_uid=node_uid or None,
     )
 
 
@@ -519,4 +521,5 @@ def _done(progress: NodeProgress, now: datetime.datetime) -> NodeProgress:
         from_version=progress.from_version,
         attempt=progress.attempt,
         target=progress.target,
+        node_uid=progress.node_uid,
     )

@@ -254,7 +254,7 @@ class PlanRollout:
                 start, held = [], planner.Waiting("EtcdUnhealthy", problem)
         if start:
             policy = _policy(spec)
-            await self.store.commit(lambda d: self._claim(d, start, spec, policy, now))
+            await self.store.commit(lambda d: self._claim(d, start, spec, policy, now, selected))
             for name in start:
                 self._spawn(name, resumed=False)
         for name in self.store.status.in_flight:
@@ -293,14 +293,20 @@ class PlanRollout:
         spec: UpgradePlanSpec,
         policy: RolloutPolicy,
         now: datetime.datetime,
+        selected: Mapping[str, NodeView],
     ) -> None:
         for name in names:
             if name not in draft.in_flight:
                 draft.in_flight.append(name)
+            node = selected[name]
             previous = draft.nodes.get(name)
-            if previous is not None and not _current(previous, spec, []):
-                previous = None  # a record of another target: this is a first attempt
-            draft.nodes[name] = sm.start(name, previous, spec.target.version, policy, now)
+            if previous is not None and (
+                not _current(previous, spec, []) or planner.outdated(previous, node, spec)
+            ):
+                previous = None  # of another target or another Node: this is a first attempt
+            draft.nodes[name] = sm.start(
+                name, previous, spec.target.version, policy, now, node_uid=node.uid
+            )
         draft.summary.setdefault("started_at", now)
 
     def _spawn(self, name: str, *, resumed: bool) -> None:

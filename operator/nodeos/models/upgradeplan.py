@@ -130,6 +130,12 @@ class NodeProgress(ApiModel):
         description="The install call's outcome is unknown (its reply was lost, or the operator "
         "restarted during it): the reboot decides, and the version is checked after it.",
     )
+    node_uid: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The Node object's UID when the attempt started: a Node deleted and "
+        "registered again under the same name is a new node to this plan.",
+    )
     interrupted: int | None = Field(
         default=None,
         ge=0,
