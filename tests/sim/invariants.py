@@ -24,12 +24,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeos.core.nodes import CORDONED_BY_ANNOTATION
+from nodeos.core.nodes import CORDONED_BY_ANNOTATION, matches
 from nodeos.core.planner import max_unavailable
-from sim.world import Entry, World
+from sim.world import Entry, Node, World
 
 EPOCH = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)
-EXTERNAL = frozenset({"human-cordon", "human-uncordon", "spec-edit", "node-crash", "reregister"})
+EXTERNAL = frozenset(
+    {"human-cordon", "human-uncordon", "spec-edit", "node-crash", "reregister", "clock-jump"}
+)
 GRACE_S = 5.0  # an external change this recent may not have reached the engine yet
 LIVENESS_SLACK_S = 120.0
 
@@ -74,9 +76,13 @@ class Checker:
     def _records(self, world: World) -> dict[str, dict[str, Any]]:
         return {r["name"]: r for r in world.status().get("nodes") or []}
 
+    def _selected(self, world: World) -> list[Node]:
+        selector = self._spec(world)["nodeSelector"]
+        return [n for n in world.nodes.values() if matches(selector, n.view().labels)]
+
     def _budget(self, world: World) -> int:
         value = (self._spec(world).get("strategy") or {}).get("maxUnavailable", 1)
-        return max_unavailable(value, len(world.nodes))
+        return max_unavailable(value, len(self._selected(world)))
 
     def _target(self, world: World) -> str:
         return str(self._spec(world)["target"]["version"])
@@ -130,7 +136,7 @@ class Checker:
             self.fail(world, f"{len(ours)} nodes carry our cordon {ours}; maxUnavailable {budget}")
         others_out = [
             n.name
-            for n in world.nodes.values()
+            for n in self._selected(world)
             if n.name != name and (not n.ready or n.unschedulable)
         ]
         if node.ready and len(others_out) + 1 > budget and not self._recent_external(world):
@@ -152,7 +158,7 @@ class Checker:
             records = self._records(world)
             unfinished = [
                 n.name
-                for n in world.nodes.values()
+                for n in self._selected(world)
                 if n.control_plane
                 and n.version != target
                 and (records.get(n.name) or {}).get("phase") not in ("Failed", "RolledBack")
@@ -209,7 +215,7 @@ class Checker:
 
     # -- on a timer ----------------------------------------------------------------------------
 
-    def tick(self, world: World, api_down_s: float = 0.0) -> None:
+    def tick(self, world: World, api_down_s: float = 0.0, clock_behind_s: float = 0.0) -> None:
         """Liveness: every in-flight node moves on before its deadline (plus slack).
 
         ``api_down_s``: how long the Kubernetes API was down since the deadline could have
@@ -222,7 +228,8 @@ class Checker:
                 self.fail(world, f"{name} is in flight without a record")
                 continue
             deadline = parse_time(record.get("deadline"))
-            if deadline is not None and world.now() > deadline + LIVENESS_SLACK_S + api_down_s:
+            slack = LIVENESS_SLACK_S + api_down_s + clock_behind_s
+            if deadline is not None and world.now() > deadline + slack:
                 self.fail(
                     world,
                     f"{name} still {record.get('phase')} {world.now() - deadline:.0f}s past "
@@ -256,9 +263,10 @@ class Checker:
             for n, r in records.items()
             if r.get("phase") in ("Failed", "RolledBack") and r.get("target") in (None, target)
         ]
-        on_target = [n.name for n in world.nodes.values() if n.version == target]
+        selected = self._selected(world)
+        on_target = [n.name for n in selected if n.version == target]
         if phase == "Completed":
-            missing = [n for n in world.nodes if n not in on_target and n not in failed]
+            missing = [n.name for n in selected if n.name not in on_target and n.name not in failed]
             if missing:
                 self.fail(world, f"plan Completed but {missing} are not on {target}")
             counts = status.get("counts") or {}
@@ -276,7 +284,9 @@ class Checker:
             self.fail(world, f"{len(failed)} failed nodes (maxFailures {max_failures}) but {phase}")
         for name, record in records.items():
             current = record.get("target") in (None, target)
-            if record.get("phase") == "Done" and current and world.nodes[name].version != target:
+            chosen = any(n.name == name for n in selected)
+            done = record.get("phase") == "Done" and current and chosen
+            if done and world.nodes[name].version != target:
                 self.fail(world, f"{name} reported Done on {world.nodes[name].version}")
         if phase == "Waiting":
             self._check_wait(world, status)
@@ -292,7 +302,7 @@ class Checker:
             self.fail(world, f"plan Waiting without a Waiting condition: {status.get('message')}")
             return
         reason = waiting.get("reason")
-        out = [n.name for n in world.nodes.values() if not n.ready or n.unschedulable]
+        out = [n.name for n in self._selected(world) if not n.ready or n.unschedulable]
         cps_down = [n.name for n in world.nodes.values() if n.control_plane and not n.up]
         true = {
             "MaxUnavailable": len(out) >= self._budget(world),

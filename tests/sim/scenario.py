@@ -139,6 +139,15 @@ def generate(seed: int) -> Scenario:
         actions.append((rng.uniform(5, 400), "reregister", rng.choice(names)))
     if rng.random() < 0.08:
         actions.append((rng.uniform(1, 400), "delete-plan", ""))
+    if rng.random() < 0.1:
+        when = rng.uniform(5, 300)
+        actions.append((when, "narrow-selector", rng.choice(names)))
+        if rng.random() < 0.5:
+            actions.append((when + rng.uniform(10, 300), "widen-selector", ""))
+    if rng.random() < 0.1:
+        actions.append(
+            (rng.uniform(5, 400), "clock-jump", str(rng.choice([-90, -30, 30, 90, 600])))
+        )
     if rng.random() < 0.15:
         start = rng.uniform(0, 300)
         actions.append((start, "etcd-unhealthy", ""))
@@ -206,6 +215,7 @@ class _Driver:
         self.rollout: PlanRollout | None = None
         self.kube: SimKube | None = None
         self.finalizers: list[asyncio.Future[None]] = []
+        self.clock_offset = 0.0
         self.task: asyncio.Task[None] | None = None
         self.incarnations = 0
         self.loop_errors: list[str] = []
@@ -281,7 +291,8 @@ class _Driver:
             self.rollout.wake.set()
 
     def clock(self) -> datetime.datetime:
-        return at(self.loop.time())
+        """The operator's wall clock: virtual time, plus any jump the scenario made."""
+        return at(self.loop.time() + self.clock_offset)
 
     # -- engine incarnations -------------------------------------------------------------------
 
@@ -399,6 +410,19 @@ class _Driver:
                 world.etcd_unhealthy = False
             case "retry":
                 world.annotate(RETRY_ANNOTATION, "true")
+            case "narrow-selector":
+                excluded = {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [arg]}
+                world.edit_spec(
+                    lambda s: s["nodeSelector"].update(matchExpressions=[excluded]),
+                    f"selector excludes {arg}",
+                )
+            case "widen-selector":
+                world.edit_spec(
+                    lambda s: s["nodeSelector"].pop("matchExpressions", None), "selector widened"
+                )
+            case "clock-jump":
+                self.clock_offset += float(arg)
+                world.record("clock-jump", detail=f"{arg}s")
             case "delete-plan":
                 world.plan["metadata"]["deletionTimestamp"] = "2026-01-05T00:00:00Z"
                 world.resource_version += 1
@@ -434,7 +458,11 @@ class _Driver:
         settled_at: float | None = None
         while self.loop.time() < TIME_LIMIT_S:
             await asyncio.sleep(5.0)
-            self.checker.tick(self.world, self._api_down_since(self.loop.time() - 3600))
+            self.checker.tick(
+                self.world,
+                self._api_down_since(self.loop.time() - 3600),
+                clock_behind_s=max(0.0, -self.clock_offset),
+            )
             if self.finished():
                 settled_at = settled_at if settled_at is not None else self.loop.time()
                 waiting = self.world.status().get("phase") in RESTING

@@ -341,6 +341,18 @@ def test_a_node_registered_again_after_done_is_judged_as_the_node_it_now_is(repl
     assert len(journal(report, "install", "w-0")) == (2 if replaced else 1)
 
 
+def test_the_etcd_gate_sees_every_member_even_those_the_plan_does_not_select() -> None:
+    """Found by the campaign once selector edits were modelled: a plan excluding one control
+    plane found 'no matching control-plane node' for its member and waited for ever."""
+    excluded = {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["cp-2"]}
+    report = simulate(
+        scenario(control_planes=3, workers=2, nodeSelector={"matchExpressions": [excluded]})
+    )
+    assert_clean(report)
+    assert report.phase == "Completed"
+    assert journal(report, "install", "cp-2") == []
+
+
 # -- item 7: one error stopped the plan ------------------------------------------------------
 
 

@@ -247,7 +247,8 @@ class PlanRollout:
         if start and needs_etcd and any(selected[name].control_plane for name in start):
             problem = await etcd_problem(
                 self.osapi,
-                [n for n in selected.values() if n.control_plane],
+                # every member counts, whether or not this plan selects its node
+                [n for n in self.nodes().values() if n.control_plane],
                 self.routing.target,
             )
             if problem is not None:
@@ -261,6 +262,10 @@ class PlanRollout:
             self._spawn(name, resumed=True)  # only where no worker runs (one failed)
 
         def report(draft: Draft) -> None:
+            for name, record in list(draft.nodes.items()):
+                node = selected.get(name)
+                if name not in draft.in_flight and node and planner.outdated(record, node, spec):
+                    del draft.nodes[name]  # it spoke of a Node that is no longer there
             fresh = decide(
                 {n: r for n, r in draft.nodes.items() if _current(r, spec, draft.in_flight)},
                 draft.in_flight,
