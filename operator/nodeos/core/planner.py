@@ -125,6 +125,7 @@ def plan_step(
     operator_node: str | None = None,
     canary_released: bool = True,
     behind: str | None = None,
+    unselected_in_flight: Sequence[NodeView] = (),
 ) -> Decision:
     """The nodes to start now, and the plan's summary (``behind``: see ``queued_behind``)."""
     ordered = order_nodes(spec, nodes, operator_node)
@@ -205,7 +206,9 @@ def plan_step(
         )
         return _replace(waiting, next_window=upcoming)
 
-    flying = [by_name[name] for name in in_flight if name in by_name]
+    # a node in flight counts whether or not the plan still selects it (a selector edit)
+    known = {**{n.name: n for n in unselected_in_flight}, **by_name}
+    flying = [known[name] for name in in_flight if name in known]
     disrupted = {node.name for node in ordered if node.unavailable} | set(in_flight)
     control_busy = any(node.control_plane for node in flying)
     workers_first = spec.strategy.control_plane.ordering == "Last"

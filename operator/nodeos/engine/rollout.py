@@ -238,6 +238,11 @@ class PlanRollout:
                 operator_node=self.deps.operator_node,
                 canary_released=canary_released,
                 behind=behind,
+                unselected_in_flight=[
+                    view
+                    for name, view in self.nodes().items()
+                    if name in in_flight and name not in selected
+                ],
             )
 
         decision = decide(_records(status, spec), status.in_flight)
@@ -329,6 +334,8 @@ class PlanRollout:
             # The node keeps its slot; the next step resumes it as after a restart.
             log.exception("%s: the worker for %s failed; resuming it shortly", self.name, name)
             await asyncio.sleep(_WORKER_RETRY_S)
+            with contextlib.suppress(Exception):
+                await self.store.load()  # a failed write may have been stored after all
         finally:
             self.wake.set()
 
@@ -337,8 +344,7 @@ class PlanRollout:
             progress = self._progress(name)
             if progress is not None:
                 taken_up = sm.resume(progress, self.deps.clock())
-                if taken_up != progress:
-                    await self.store.commit(functools.partial(_record, updated=taken_up))
+                if taken_up != progress and await self._transition(progress, taken_up):
                     await self._announce(progress, taken_up)
         while not self._stopping:
             spec = self._worker_spec()
@@ -351,7 +357,9 @@ class PlanRollout:
             now = self.deps.clock()
             action = sm.next_action(progress, ctx, now)
             if action.kind == "None":
-                await self.store.commit(lambda d: _release(d, name))
+                await self.store.commit(functools.partial(_release, name=name, expected=progress))
+                if name in self.store.status.in_flight:
+                    continue  # the record had moved on (a write whose reply was lost): re-read
                 if progress.phase in _FREES_SLOT:
                     self._freed_at = time.monotonic()
                 return
@@ -368,8 +376,8 @@ class PlanRollout:
                 )
                 if why is not None:
                     requeued = sm.requeue(progress, why, now)
-                    await self.store.commit(functools.partial(_record, updated=requeued))
-                    await self._announce(progress, requeued)
+                    if await self._transition(progress, requeued):
+                        await self._announce(progress, requeued)
                     continue
             if view is None:
                 result = sm.Result(transient=True, message="the Node object does not exist")
@@ -391,11 +399,22 @@ class PlanRollout:
             if updated == progress:
                 await asyncio.sleep(self.deps.poll_s)
                 continue
-            await self.store.commit(functools.partial(_record, updated=updated))
+            if not await self._transition(progress, updated):
+                continue
             if updated.phase != progress.phase:
                 if updated.phase in ("Failed", "RolledBack"):
                     metrics.NODE_FAILURES.labels(self.name, updated.reason or "Unknown").inc()
                 await self._announce(progress, updated)
+
+    async def _transition(self, before: NodeProgress, after: NodeProgress) -> bool:
+        """Stores ``after`` if the record is still ``before``; False when it had moved on.
+
+        A write whose reply was lost leaves this copy behind the stored one; a transition
+        computed from the older record must not overwrite the newer (it would, e.g., forget
+        that the cordon is ours). The worker then re-reads and goes on from the stored record.
+        """
+        await self.store.commit(functools.partial(_record, before=before, after=after))
+        return self._progress(before.name) == after
 
     def _progress(self, name: str) -> NodeProgress | None:
         return next((n for n in self.store.status.nodes if n.name == name), None)
@@ -434,8 +453,9 @@ class PlanRollout:
                 retried = record.phase in planner.FAILED or record.phase == "Pending"
                 if not (retried or not _current(record, snap.spec, draft.in_flight)):
                     continue
-                if record.cordoned_by_us:
-                    # Our cordon comes off through the ledger before the node starts afresh.
+                if record.cordoned_by_us is not False:
+                    # Our cordon (or one whose reply was lost) comes off through the ledger
+                    # before the node starts afresh; the uncordon is guarded by our mark.
                     draft.nodes[name] = sm.replace(
                         record, phase="Pending", attempt=None, interrupted=None, retry_at=None
                     )
@@ -511,11 +531,14 @@ def _policy(spec: UpgradePlanSpec) -> RolloutPolicy:
     return RolloutPolicy.model_validate(spec.model_dump(include=set(RolloutPolicy.model_fields)))
 
 
-def _record(draft: Draft, updated: NodeProgress) -> None:
-    draft.nodes[updated.name] = updated
+def _record(draft: Draft, before: NodeProgress, after: NodeProgress) -> None:
+    if draft.nodes.get(before.name) == before:
+        draft.nodes[after.name] = after
 
 
-def _release(draft: Draft, name: str) -> None:
+def _release(draft: Draft, name: str, expected: NodeProgress | None = None) -> None:
+    if expected is not None and draft.nodes.get(name) != expected:
+        return
     if name in draft.in_flight:
         draft.in_flight.remove(name)
 
