@@ -30,7 +30,15 @@ from sim.world import Entry, Node, World
 
 EPOCH = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)
 EXTERNAL = frozenset(
-    {"human-cordon", "human-uncordon", "spec-edit", "node-crash", "reregister", "clock-jump"}
+    {
+        "human-cordon",
+        "human-uncordon",
+        "spec-edit",
+        "node-crash",
+        "reregister",
+        "clock-jump",
+        "kubelet-notready",  # a node's own health races any check made before a cordon
+    }
 )
 GRACE_S = 5.0  # an external change this recent may not have reached the engine yet
 LIVENESS_SLACK_S = 120.0

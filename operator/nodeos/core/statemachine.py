@@ -75,6 +75,7 @@ class Result:
     reboot_requested: bool = False  # Install (reboots by itself), Reboot, Rollback
     unconfirmed: bool = False  # Install: the call's outcome is unknown
     unhealthy: bool = False  # Verify: back on the target version but not healthy
+    requeue: str = ""  # Cordon: not cordoned, the plan's rules no longer allow it (why)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,8 @@ def after(
     if result.cordoned_by_us is not None and action.kind != "Cordon":
         # cordoned again after someone else lifted the cordon mid-upgrade: ours to lift now
         progress = replace(progress, cordoned_by_us=result.cordoned_by_us)
+    if result.requeue:
+        return requeue(progress, result.requeue, now)
     if result.transient:
         if (
             action.kind == "Drain"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import yaml
@@ -36,6 +37,8 @@ class NodeContext:
     kube: KubeApi
     osapi: OsApi
     own_pod: tuple[str, str] | None
+    # why cordoning now would break the plan's rules (asked right before the cordon)
+    cordon_blocked: Callable[[], str | None] = lambda: None
 
 
 async def perform(action: Action, progress: NodeProgress, ctx: NodeContext) -> Result:
@@ -78,6 +81,8 @@ async def perform(action: Action, progress: NodeProgress, ctx: NodeContext) -> R
 async def _cordon(ctx: NodeContext) -> Result:
     boot_id = await ctx.osapi.boot_id(ctx.target)
     version = (await ctx.osapi.version(ctx.target)).tag
+    if (why := ctx.cordon_blocked()) is not None:
+        return Result(requeue=why)
     ours = await ctx.kube.cordon(ctx.node.name, ctx.plan)
     return Result(boot_id=boot_id, version=version, cordoned_by_us=ours)
 

@@ -364,21 +364,6 @@ class PlanRollout:
                     self._freed_at = time.monotonic()
                 return
             view = self.nodes().get(name)
-            if action.kind == "Cordon" and progress.cordoned_by_us is None:
-                selected = list(self._selected(spec).values())
-                in_flight = self.store.status.in_flight
-                why = planner.still_fits(
-                    spec,
-                    name,
-                    [n for n in in_flight if n != name],
-                    selected,
-                    _records(self.store.status, spec),
-                )
-                if why is not None:
-                    requeued = sm.requeue(progress, why, now)
-                    if await self._transition(progress, requeued):
-                        await self._announce(progress, requeued)
-                    continue
             if view is None:
                 result = sm.Result(transient=True, message="the Node object does not exist")
             else:
@@ -390,6 +375,7 @@ class PlanRollout:
                     kube=self.deps.kube,
                     osapi=self.osapi,
                     own_pod=self.deps.own_pod,
+                    cordon_blocked=functools.partial(self._cordon_blocked, spec, progress),
                 )
                 result = await perform(action, progress, node_ctx)
             updated = sm.after(progress, action, result, ctx, self.deps.clock())
@@ -405,6 +391,19 @@ class PlanRollout:
                 if updated.phase in ("Failed", "RolledBack"):
                     metrics.NODE_FAILURES.labels(self.name, updated.reason or "Unknown").inc()
                 await self._announce(progress, updated)
+
+    def _cordon_blocked(self, spec: UpgradePlanSpec, progress: NodeProgress) -> str | None:
+        """Why the plan's rules no longer allow cordoning the node (checked just before)."""
+        if progress.cordoned_by_us is not None:
+            return None  # cordoned already in this attempt (or its reply was lost)
+        in_flight = [n for n in self.store.status.in_flight if n != progress.name]
+        return planner.still_fits(
+            spec,
+            progress.name,
+            in_flight,
+            list(self._selected(spec).values()),
+            _records(self.store.status, spec),
+        )
 
     async def _transition(self, before: NodeProgress, after: NodeProgress) -> bool:
         """Stores ``after`` if the record is still ``before``; False when it had moved on.
