@@ -439,6 +439,23 @@ def test_seeds_605_665_a_node_uncordoned_by_someone_mid_upgrade_is_cordoned_and_
     assert report.phase == "Completed"
 
 
+def test_pods_that_land_on_a_node_uncordoned_mid_upgrade_are_drained_before_the_install() -> None:
+    def configure(driver: _Driver) -> None:
+        world = driver.world
+
+        def uncordon_and_schedule() -> None:  # `kubectl uncordon`, and a pod lands at once
+            world.record("human-uncordon", "w-0")
+            world.nodes["w-0"].unschedulable = False
+            world.record("uncordon", "w-0", "someone else")
+            world._new_pod("a", "w-0", ready=True)
+
+        driver.when(record_in("Upgrading", "w-0"), uncordon_and_schedule, at_once=True)
+
+    report = simulate(scenario(workers=3, apps=[("a", 6, 4)]), configure)
+    assert_clean(report)  # the checker: no install or reboot with pods still on the node
+    assert report.phase == "Completed"
+
+
 def test_seed_747_a_claimed_worker_waits_for_a_control_plane_sent_back_by_a_retry() -> None:
     report = simulate(
         scenario(

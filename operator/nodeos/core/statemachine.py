@@ -76,6 +76,7 @@ class Result:
     unconfirmed: bool = False  # Install: the call's outcome is unknown
     unhealthy: bool = False  # Verify: back on the target version but not healthy
     requeue: str = ""  # Cordon: not cordoned, the plan's rules no longer allow it (why)
+    redrain: bool = False  # Install/Reboot: uncordoned by someone; drain again before going on
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,10 @@ def after(
     if result.cordoned_by_us is not None and action.kind != "Cordon":
         # cordoned again after someone else lifted the cordon mid-upgrade: ours to lift now
         progress = replace(progress, cordoned_by_us=result.cordoned_by_us)
+    if result.redrain:
+        progress = replace(progress, redrain=True)
+    elif progress.redrain and action.kind in ("Install", "Reboot") and not result.transient:
+        progress = replace(progress, redrain=None)  # drained again and went on
     if result.requeue:
         return requeue(progress, result.requeue, now)
     if result.transient:

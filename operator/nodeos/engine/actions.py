@@ -98,27 +98,32 @@ async def _drain(ctx: NodeContext, force: bool) -> Result:
     )
 
 
-async def _taken_back(ctx: NodeContext) -> Result | None:
-    """Someone uncordoned the node since our drain: cordon and drain it again first.
+async def _taken_back(ctx: NodeContext, progress: NodeProgress) -> Result | None:
+    """None when the node is cordoned and drained; else what was done to get it there.
 
-    None when the node is still out of service; otherwise a transient result (the phase's
-    deadline applies) until a drain round finds it empty.
+    Someone uncordoned the node since our drain: it is cordoned again and the record marked
+    ``redrain``; until a drain round finds it empty, the install or reboot waits (transient,
+    so the phase's deadline applies).
     """
-    if ctx.node.unschedulable:
-        return None
-    ours = await ctx.kube.cordon(ctx.node.name, ctx.plan)
-    outcome = None
-    if ctx.spec.drain.enabled:
-        outcome = await drain_round(
-            ctx.kube, ctx.node.name, ctx.spec.drain, force=False, own_pod=ctx.own_pod
+    if not ctx.node.unschedulable:
+        ours = await ctx.kube.cordon(ctx.node.name, ctx.plan)
+        return Result(
+            transient=True,
+            cordoned_by_us=ours,
+            redrain=ctx.spec.drain.enabled,
+            message="the node was uncordoned by someone else; cordoned it again",
         )
-    # Transient either way: the next round finds the node cordoned (and, drained, goes on).
-    left = f" ({outcome.remaining} pod(s) left)" if outcome is not None else ""
-    return Result(
-        transient=True,
-        cordoned_by_us=ours,
-        message=f"the node was uncordoned by someone else; cordoned it again{left}",
+    if not progress.redrain:
+        return None
+    outcome = await drain_round(
+        ctx.kube, ctx.node.name, ctx.spec.drain, force=False, own_pod=ctx.own_pod
     )
+    if outcome.remaining or outcome.binds_pending:
+        return Result(
+            transient=True,
+            message=f"draining again after someone uncordoned the node: {outcome.message}",
+        )
+    return None
 
 
 async def _install(ctx: NodeContext, progress: NodeProgress) -> Result:
@@ -141,7 +146,7 @@ async def _install(ctx: NodeContext, progress: NodeProgress) -> Result:
         done.append("staged the machine config")
     if ctx.node.control_plane:
         await _forfeit_leadership(ctx)
-    if (again := await _taken_back(ctx)) is not None:
+    if (again := await _taken_back(ctx, progress)) is not None:
         return again
     if wanted is None or wanted == current:
         return Result(message="; ".join(done) or "nothing to install; rebooting")
@@ -166,7 +171,7 @@ async def _reboot(progress: NodeProgress, ctx: NodeContext) -> Result:
     boot_id = await ctx.osapi.boot_id(ctx.target)
     if progress.boot_id and boot_id != progress.boot_id:
         return Result(boot_id=boot_id)
-    if (again := await _taken_back(ctx)) is not None:
+    if (again := await _taken_back(ctx, progress)) is not None:
         return again
     await ctx.osapi.reboot(ctx.target, ctx.spec.upgrade.reboot_mode)
     return Result(boot_id=boot_id, reboot_requested=True)

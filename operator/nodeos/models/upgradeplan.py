@@ -136,6 +136,11 @@ class NodeProgress(ApiModel):
         description="The Node object's UID when the attempt started: a Node deleted and "
         "registered again under the same name is a new node to this plan.",
     )
+    redrain: bool | None = Field(
+        default=None,
+        description="Someone uncordoned the node mid-upgrade; it was cordoned again and must "
+        "be found empty by a drain round before the install or reboot.",
+    )
     interrupted: int | None = Field(
         default=None,
         ge=0,
