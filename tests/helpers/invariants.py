@@ -73,7 +73,15 @@ class InvariantMonitor:
                     f"unschedulable={bool(node.spec.unschedulable)})"
                 )
             terminating = " terminating" if pod.metadata.deletion_timestamp else ""
-            notes.append(f"{pod.metadata.name}{terminating} on {where}")
+            history = ", ".join(
+                f"{c.type}={c.status}@{c.last_transition_time:%H:%M:%S}"
+                for c in pod.status.conditions or []
+                if c.last_transition_time is not None
+            )
+            created = f"{pod.metadata.creation_timestamp:%H:%M:%S}"
+            notes.append(
+                f"{pod.metadata.name}{terminating} on {where}; created {created}; {history}"
+            )
         return "unhealthy: " + (", ".join(notes) or "none now")
 
     def _run(self) -> None:
