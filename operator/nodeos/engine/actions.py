@@ -17,7 +17,7 @@ import yaml
 from nodeos.core.machineconfig import PatchError, apply_patches, drifted
 from nodeos.core.nodes import NodeView
 from nodeos.core.statemachine import Action, Result
-from nodeos.engine.drain import drain_round, must_leave
+from nodeos.engine.drain import drain_round
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
 from nodeos.ports.kube import KubeApi, KubeApiError, NotFoundError
 from nodeos.ports.osapi import CONFIG_PATH, NodeTarget, OsApi, OsApiError
@@ -126,16 +126,6 @@ async def _taken_back(ctx: NodeContext, progress: NodeProgress) -> Result | None
     return None
 
 
-async def _arrived_since_drain(ctx: NodeContext) -> bool:
-    """Whether a pod that must leave is on the node again since the drain.
-
-    The scheduler's cache can lag the cordon, so a pod created elsewhere just after the
-    drain's last look may land here.
-    """
-    pods = await ctx.kube.pods_on(ctx.node.name)
-    return any(must_leave(p, ctx.spec.drain, ctx.own_pod) and not p.terminating for p in pods)
-
-
 async def _install(ctx: NodeContext, progress: NodeProgress) -> Result:
     """Stages the machine config (if any) and installs the OS (if needed); never reboots.
 
@@ -183,12 +173,6 @@ async def _reboot(progress: NodeProgress, ctx: NodeContext) -> Result:
         return Result(boot_id=boot_id)
     if (again := await _taken_back(ctx, progress)) is not None:
         return again
-    if ctx.spec.drain.enabled and await _arrived_since_drain(ctx):
-        return Result(
-            transient=True,
-            redrain=True,
-            message="a pod was bound to the node after its drain; draining again before the reboot",
-        )
     await ctx.osapi.reboot(ctx.target, ctx.spec.upgrade.reboot_mode)
     return Result(boot_id=boot_id, reboot_requested=True)
 
