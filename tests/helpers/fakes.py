@@ -14,6 +14,7 @@ from typing import Any
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
 from nodeos.ports.kube import (
     ConflictError,
+    Cordon,
     Eviction,
     EvictionOutcome,
     NodeHealth,
@@ -73,16 +74,16 @@ class FakeKube:
     async def remove_plan_annotation(self, name: str, key: str) -> None:
         return None
 
-    async def cordon(self, node: str, owner: str) -> bool:
+    async def cordon(self, node: str, owner: str) -> Cordon:
         n = self.nodes[node]
         if n.unschedulable and n.annotations.get(CORDONED_BY_ANNOTATION) != owner:
-            return False
+            return Cordon(ours=False, holder=n.annotations.get(CORDONED_BY_ANNOTATION))
         n.unschedulable = True
         n.annotations[CORDONED_BY_ANNOTATION] = owner
         self.max_cordoned = max(
             self.max_cordoned, sum(1 for x in self.nodes.values() if x.unschedulable)
         )
-        return True
+        return Cordon(ours=True)
 
     async def uncordon(self, node: str, owner: str) -> bool:
         n = self.nodes[node]

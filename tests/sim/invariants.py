@@ -8,7 +8,9 @@ Safety (at the moment of each effect):
 - the node's slot is in the persisted in-flight ledger before we cordon it;
 - no install or reboot of a node that is not cordoned, or that still has pods to move;
 - at most one install per node per attempt, and none on a node already on the target;
-- the operator never writes the plan's spec.
+- the operator never writes the plan's spec;
+- a node has one plan at a time: no plan installs on or reboots a node that another plan holds
+  (in its in-flight ledger, or carrying its cordon mark).
 
 Liveness (on a timer): no in-flight node stays past its deadline plus slack.
 
@@ -26,6 +28,7 @@ from typing import Any
 
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION, matches
 from nodeos.core.planner import max_unavailable
+from nodeos.models.upgradeplan import UpgradePlanSpec
 from sim.world import Entry, Node, World
 
 EPOCH = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)
@@ -73,16 +76,31 @@ class Checker:
             if once in self.reported:
                 return
             self.reported.add(once)
-        self.violations.append(f"t={world.now():.2f}s {text}")
+        self.violations.append(f"t={world.now():.2f}s [{self.plan}] {text}")
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _spec(self, world: World) -> dict[str, Any]:
-        spec: dict[str, Any] = world.plan["spec"]
+        spec: dict[str, Any] = world.body_of(self.plan)["spec"]
         return spec
 
+    def _status(self, world: World) -> dict[str, Any]:
+        return world.status(self.plan)
+
+    def _deleted(self, world: World) -> bool:
+        return world.deleted and bool(world.plan) and world.plan["metadata"]["name"] == self.plan
+
+    def _others(self, world: World) -> dict[str, dict[str, Any]]:
+        """The other plans that exist, by name."""
+        bodies = [world.plan, *world.others.values()]
+        return {
+            b["metadata"]["name"]: b
+            for b in bodies
+            if b and b["metadata"]["name"] != self.plan and not (b is world.plan and world.deleted)
+        }
+
     def _records(self, world: World) -> dict[str, dict[str, Any]]:
-        return {r["name"]: r for r in world.status().get("nodes") or []}
+        return {r["name"]: r for r in self._status(world).get("nodes") or []}
 
     def _selected(self, world: World) -> list[Node]:
         selector = self._spec(world)["nodeSelector"]
@@ -109,10 +127,14 @@ class Checker:
 
     def __call__(self, world: World, entry: Entry) -> None:
         self.checked += 1
+        if entry.plan not in ("", self.plan):
+            return  # another plan's engine: its own checker watches it
         acted = entry.kind in ("install", "reboot", "status", "rollback") or (
             entry.kind == "cordon" and entry.detail == self.plan
         )
-        if world.deleted and acted:
+        if acted and entry.node:
+            self._on_claimed(world, entry)
+        if self._deleted(world) and acted:
             self.fail(world, f"{entry.kind} {entry.node} after the plan was deleted")
         if entry.kind in EXTERNAL:
             self.last_external = entry.at
@@ -133,9 +155,21 @@ class Checker:
             case _:
                 pass
 
+    def _on_claimed(self, world: World, entry: Entry) -> None:
+        """No action of ours on a node another plan holds."""
+        node = world.nodes[entry.node]
+        mark = node.annotations.get(CORDONED_BY_ANNOTATION)
+        holders = [
+            name
+            for name, body in self._others(world).items()
+            if entry.node in ((body.get("status") or {}).get("inFlight") or []) or mark == name
+        ]
+        if holders:
+            self.fail(world, f"{entry.kind} of {entry.node}, which UpgradePlan {holders} holds")
+
     def _on_cordon(self, world: World, name: str) -> None:
         node = world.nodes[name]
-        in_flight = world.status().get("inFlight") or []
+        in_flight = self._status(world).get("inFlight") or []
         if name not in in_flight:
             self.fail(world, f"{name} cordoned before its slot was recorded (inFlight={in_flight})")
         budget = self._budget(world)
@@ -169,13 +203,14 @@ class Checker:
                 for n in self._selected(world)
                 if n.control_plane
                 and n.version != target
-                and (records.get(n.name) or {}).get("phase") not in ("Failed", "RolledBack")
+                # Done counts as finished even if another plan has since moved the node on
+                and (records.get(n.name) or {}).get("phase") not in ("Failed", "RolledBack", "Done")
             ]
             if unfinished:
                 self.fail(world, f"worker {name} cordoned before control planes {unfinished}")
 
     def _on_status(self, world: World) -> None:
-        phase = world.status().get("phase")
+        phase = self._status(world).get("phase")
         if phase == "Progressing":
             self.progressed = True
         elif phase == "Pending" and self.progressed:
@@ -229,8 +264,10 @@ class Checker:
         ``api_down_s``: how long the Kubernetes API was down since the deadline could have
         passed; nothing can be persisted then, so it adds to the slack.
         """
+        if self._deleted(world):
+            return  # gone: nothing of it is left to move on
         records = self._records(world)
-        for name in world.status().get("inFlight") or []:
+        for name in self._status(world).get("inFlight") or []:
             record = records.get(name)
             if record is None:
                 self.fail(world, f"{name} is in flight without a record")
@@ -248,15 +285,21 @@ class Checker:
     # -- at the end ----------------------------------------------------------------------------
 
     def finish(self, world: World) -> None:
-        if world.deleted:
+        if self._deleted(world):
             left = self._ours(world)
             if left:
                 self.fail(world, f"the plan was deleted but {left} keep its cordon")
             return
-        status = world.status()
+        status = self._status(world)
         phase = status.get("phase")
         records = self._records(world)
         target = self._target(world)
+        # another plan may since have moved a node on to its own target
+        moved_on = {  # (deleted plans included: what they did stays done)
+            str(body["spec"]["target"]["version"])
+            for body in [world.plan, *world.others.values()]
+            if body and body["metadata"]["name"] != self.plan
+        }
         policy = self._spec(world).get("failurePolicy") or {}
         keep_cordoned = not policy.get("uncordonOnFailure", False)
         for name in self._ours(world):
@@ -272,7 +315,7 @@ class Checker:
             if r.get("phase") in ("Failed", "RolledBack") and r.get("target") in (None, target)
         ]
         selected = self._selected(world)
-        on_target = [n.name for n in selected if n.version == target]
+        on_target = [n.name for n in selected if n.version == target or n.version in moved_on]
         if phase == "Completed":
             missing = [n.name for n in selected if n.name not in on_target and n.name not in failed]
             if missing:
@@ -287,17 +330,22 @@ class Checker:
                 )
             if status.get("observedTarget") != target:
                 self.fail(world, f"observedTarget {status.get('observedTarget')} != {target}")
-        max_failures = int(policy.get("maxFailures", 0))
+        max_failures = UpgradePlanSpec.model_validate(self._spec(world)).failure_policy.max_failures
         if len(failed) > max_failures and phase != "Failed":
             self.fail(world, f"{len(failed)} failed nodes (maxFailures {max_failures}) but {phase}")
         for name, record in records.items():
             current = record.get("target") in (None, target)
             chosen = any(n.name == name for n in selected)
             done = record.get("phase") == "Done" and current and chosen
-            if done and world.nodes[name].version != target:
+            if done and world.nodes[name].version not in {target, *moved_on}:
                 self.fail(world, f"{name} reported Done on {world.nodes[name].version}")
         if phase == "Waiting":
             self._check_wait(world, status)
+        if phase == "Queued" and not any(
+            (b.get("status") or {}).get("phase") not in ("Completed", "Failed")
+            for b in self._others(world).values()
+        ):
+            self.fail(world, "plan rests Queued but every other plan has finished")
         if phase == "Paused" and not self._spec(world).get("paused"):
             self.fail(world, "plan rests Paused but spec.paused is false")
 
@@ -317,6 +365,19 @@ class Checker:
             "NodeNotReady": any(not n.ready for n in world.nodes.values()),
             "EtcdUnhealthy": bool(cps_down) or world.etcd_unhealthy,
             "ControlPlaneOneAtATime": bool(cps_down),
+            "Queued": any(
+                (b.get("status") or {}).get("phase") not in ("Completed", "Failed")
+                or (b.get("status") or {}).get("inFlight")
+                for b in self._others(world).values()
+            ),
+            "NodesHeld": any(
+                n.annotations.get(CORDONED_BY_ANNOTATION) in self._others(world)
+                or any(
+                    n.name in ((b.get("status") or {}).get("inFlight") or [])
+                    for b in self._others(world).values()
+                )
+                for n in self._selected(world)
+            ),
         }.get(str(reason), False)
         if not true:
             self.fail(

@@ -21,6 +21,7 @@ from typing import Any
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
 from nodeos.ports.kube import (
     ConflictError,
+    Cordon,
     Eviction,
     EvictionOutcome,
     KubeApiError,
@@ -141,23 +142,24 @@ class SimKube:
 
     async def get_plan(self, name: str) -> dict[str, Any]:
         self._reply(await self._call(mutating=False))
-        if not self.world.plan or self.world.plan["metadata"]["name"] != name:
+        if not self.world.body_of(name):
             raise NotFoundError(name)
-        return self.world.plan_copy()
+        return self.world.plan_copy(name)
 
     async def patch_plan_status(
         self, name: str, status: dict[str, Any], resource_version: str
     ) -> str:
         fate = await self._call(mutating=True, method="patch_plan_status")
-        if not self.world.plan:
+        body = self.world.body_of(name)
+        if not body:
             raise NotFoundError(name)
-        if resource_version != str(self.world.resource_version):
+        if resource_version != self.world.version_of(name):
             raise ConflictError(name)
-        self.world.resource_version += 1
-        self.world.plan["status"] = {k: v for k, v in status.items() if v is not None}
-        self.world.record("status", detail=_status_line(self.world.plan["status"]))
+        self.world.bump(name)
+        body["status"] = {k: v for k, v in status.items() if v is not None}
+        self.world.record("status", detail=_status_line(body["status"]), plan=name)
         self._reply(fate)
-        return str(self.world.resource_version)
+        return self.world.version_of(name)
 
     async def patch_plan_spec(self, name: str, spec: dict[str, Any]) -> None:
         fate = await self._call(mutating=True)
@@ -167,19 +169,20 @@ class SimKube:
 
     async def remove_plan_annotation(self, name: str, key: str) -> None:
         fate = await self._call(mutating=True)
-        self.world.annotate(key, None)
+        self.world.annotate(key, None, plan=name)
         self._reply(fate)
 
-    async def cordon(self, node: str, owner: str) -> bool:
+    async def cordon(self, node: str, owner: str) -> Cordon:
         fate = await self._call(mutating=True, method="cordon", node=node)
         n = self.world.nodes[node]
-        if n.unschedulable and n.annotations.get(CORDONED_BY_ANNOTATION) != owner:
+        mark = n.annotations.get(CORDONED_BY_ANNOTATION)
+        if n.unschedulable and mark != owner:
             self._reply(fate)
-            return False
-        if not (n.unschedulable and n.annotations.get(CORDONED_BY_ANNOTATION) == owner):
+            return Cordon(ours=False, holder=mark)
+        if not (n.unschedulable and mark == owner):
             self.world.cordon(node, owner)
         self._reply(fate)
-        return True
+        return Cordon(ours=True)
 
     async def uncordon(self, node: str, owner: str) -> bool:
         fate = await self._call(mutating=True, method="uncordon", node=node)
@@ -290,9 +293,12 @@ class SimKube:
 
 
 class SimOsApi:
-    """The Talos machine API of every simulated node."""
+    """The Talos machine API of every simulated node; ``by`` names the plan whose engine calls."""
 
-    def __init__(self, world: World, rates: FaultRates, rng: random.Random, life: Life) -> None:
+    def __init__(
+        self, world: World, rates: FaultRates, rng: random.Random, life: Life, by: str = ""
+    ) -> None:
+        self.by = by
         self.world = world
         self.rates = rates
         self.life = life
@@ -339,21 +345,21 @@ class SimOsApi:
         if sim.install_fails:
             self.world.record("install-failed", node.name)
             raise InstallFailedError(node.name, 1, ("injected: installer failed",))
-        self.world.install(node.name, image.rsplit(":", 1)[1])
+        self.world.install(node.name, image.rsplit(":", 1)[1], by=self.by)
         self._reply(node.name, fate)
         return InstallOutcome(api="Lifecycle", reboots_itself=False)
 
     async def reboot(self, node: NodeTarget, mode: str = "Default") -> None:
         fate = await self._call(node.name, mutating=True, method="reboot")
-        self.world.reboot(node.name)
+        self.world.reboot(node.name, by=self.by)
         self._reply(node.name, fate)
 
     async def rollback(self, node: NodeTarget) -> None:
         fate = await self._call(node.name, mutating=True, method="rollback")
         sim = self.world.nodes[node.name]
-        self.world.record("rollback", node.name)
+        self.world.record("rollback", node.name, plan=self.by)
         sim.installed = sim.previous or sim.version
-        self.world.reboot(node.name, why="rollback-reboot")
+        self.world.reboot(node.name, why="rollback-reboot", by=self.by)
         self._reply(node.name, fate)
 
     async def apply_configuration(

@@ -13,6 +13,7 @@ keeps only what the plan object holds), as kopf's daemon would be after a crash 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 import random
 import time
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodeos.core.planner import PlanRef, plan_ref
 from nodeos.engine.deletion import EngineStillRunningError, release_deleted_plan
 from nodeos.engine.rollout import RETRY_ANNOTATION, EngineDeps, PlanRollout
 from nodeos.engine.routing import Routing
@@ -30,9 +32,10 @@ from sim.ports import FaultRates, Killed, Life, SimKube, SimOsApi
 from sim.world import NEW, NEWER, World
 
 PLAN = "sim-plan"
+RIVAL = "rival-plan"
 TIME_LIMIT_S = 6 * 3600.0
 STABLE_WAIT_S = 1800.0  # a plan Waiting this long with nothing in flight has come to rest
-RESTING = ("Waiting", "Paused")
+RESTING = ("Waiting", "Paused", "Queued")
 NODE_EVENTS = frozenset(
     {
         "cordon",
@@ -62,6 +65,7 @@ class Scenario:
     actions: list[tuple[float, str, str]]  # at, what, argument
     node_faults: dict[str, str]
     reboot_s: dict[str, float]
+    rival: tuple[float, str, dict[str, Any]] | None = None  # at, creationTimestamp, spec
 
     def describe(self) -> str:
         strategy = self.spec["strategy"]
@@ -75,6 +79,12 @@ class Scenario:
             f"actions {[(round(a), w, x) for a, w, x in self.actions]}, "
             f"node faults {self.node_faults}, Kubernetes outages {self.rates.kube_outages}, "
             f"OS API outages {self.rates.osapi_outages}"
+            + (
+                f", a second plan at {self.rival[0]:.0f}s created {self.rival[1]} "
+                f"selecting {self.rival[2]['nodeSelector']} to {self.rival[2]['target']}"
+                if self.rival
+                else ""
+            )
         )
 
 
@@ -165,10 +175,49 @@ def generate(seed: int) -> Scenario:
             node_faults[name] = "sick-on-new"
     # some reboots are over before the Node is seen NotReady (a Ready left from the old boot)
     reboot_s = {name: rng.choice([rng.uniform(3, 60), 0.3]) for name in names}
+    rival = _rival(seed, names, actions)
     actions.sort()
     return Scenario(
-        seed, control_planes, workers, apps, spec, rates, kills, actions, node_faults, reboot_s
+        seed,
+        control_planes,
+        workers,
+        apps,
+        spec,
+        rates,
+        kills,
+        actions,
+        node_faults,
+        reboot_s,
+        rival,
     )
+
+
+def _rival(
+    seed: int, names: list[str], actions: list[tuple[float, str, str]]
+) -> tuple[float, str, dict[str, Any]] | None:
+    """Sometimes a second plan over some of the same nodes (its own generator: the draws of
+    seeds that have none stay as they were)."""
+    rng = random.Random(seed * 613 + 11)
+    if rng.random() >= 0.15:
+        return None
+    some = sorted(rng.sample(names, rng.randint(1, len(names))))
+    spec: dict[str, Any] = {
+        "target": {"version": rng.choice([NEW, NEWER])},
+        "nodeSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": some}
+            ]
+        },
+        "strategy": {"maxUnavailable": rng.choice([1, 2, "50%"])},
+        "drain": {"timeout": "2m", "onTimeout": "Fail", "settle": "2s"},
+        "failurePolicy": {"nodeTimeout": "15m", "retries": 1, "retryBackoff": "10s"},
+    }
+    older = rng.random() < 0.3
+    when = 0.0 if older else rng.uniform(0, 500)
+    created = "2026-01-04T00:00:00Z" if older else at(when).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if rng.random() < 0.5:  # the first plan retried (or re-run) while the second one runs
+        actions.append((when + rng.uniform(10, 600), "retry", ""))
+    return when, created, spec
 
 
 @dataclass
@@ -209,10 +258,13 @@ class _Driver:
         self.rng = random.Random(scenario.seed * 7919 + 1)
         self.world = World(random.Random(scenario.seed * 104729 + 3), loop)
         self.checker = Checker(PLAN)
+        self.checkers = [self.checker]
         self.world.checks.append(self.checker)
         self.world.checks.append(self._wake_on_node_event)
         self.life: Life | None = None
         self.rollout: PlanRollout | None = None
+        self.rollouts: dict[str, PlanRollout] = {}  # every plan's engine in this incarnation
+        self.tasks: list[asyncio.Task[None]] = []
         self.kube: SimKube | None = None
         self.finalizers: list[asyncio.Future[None]] = []
         self.clock_offset = 0.0
@@ -287,8 +339,9 @@ class _Driver:
                     self.loop.call_soon(then)
 
     def _wake_on_node_event(self, world: World, entry: Any) -> None:
-        if entry.kind in NODE_EVENTS and self.rollout is not None:
-            self.rollout.wake.set()
+        if entry.kind in NODE_EVENTS:
+            for rollout in self.rollouts.values():
+                rollout.wake.set()
 
     def clock(self) -> datetime.datetime:
         """The operator's wall clock: virtual time, plus any jump the scenario made."""
@@ -302,8 +355,21 @@ class _Driver:
         rng = random.Random(self.scenario.seed * 31 + self.incarnations)
         kube = SimKube(self.world, self.scenario.rates, rng, life)
         osapi = SimOsApi(self.world, self.scenario.rates, rng, life)
+        self.life, self.kube, self.rollouts, self.tasks = life, kube, {}, []
+        rollout = self._start_rollout(PLAN, osapi)
+        self.rollout = rollout
+        self.task = self.tasks[0]
+        for name in self.world.others:
+            self._start_rollout(name, SimOsApi(self.world, self.scenario.rates, rng, life, name))
+        if self.world.plan["metadata"].get("deletionTimestamp"):
+            self.finalizers.append(asyncio.ensure_future(self._finalize(life, kube, rollout)))
+
+    def _start_rollout(self, name: str, osapi: SimOsApi) -> PlanRollout:
+        """The plan's daemon in this incarnation (sharing the Kubernetes port, as one process)."""
+        assert self.kube is not None and self.life is not None
+        osapi.by = name
         deps = EngineDeps(
-            kube=kube,
+            kube=self.kube,
             osapi=osapi,
             routing=Routing("Node"),
             clock=self.clock,
@@ -311,17 +377,34 @@ class _Driver:
         )
         world = self.world
         rollout = PlanRollout(
-            PLAN,
-            "plan-uid",
+            name,
+            f"{name}-uid",
             deps,
-            nodes=lambda: {name: node.view() for name, node in world.nodes.items()},
-            body=world.plan_body,
+            nodes=lambda: {n: node.view() for n, node in world.nodes.items()},
+            body=lambda: world.body_of(name),
+            plans=self._plan_refs,
         )
-        self.life, self.rollout = life, rollout
-        self.kube = kube
-        self.task = asyncio.ensure_future(self._daemon(rollout, life))
-        if self.world.plan["metadata"].get("deletionTimestamp"):
-            self.finalizers.append(asyncio.ensure_future(self._finalize(life, kube, rollout)))
+        self.rollouts[name] = rollout
+        self.tasks.append(asyncio.ensure_future(self._daemon(rollout, self.life)))
+        return rollout
+
+    def _plan_refs(self) -> list[PlanRef]:
+        """What the operator's plan index holds: every plan that exists."""
+        bodies = [*([] if self.world.deleted else [self.world.plan]), *self.world.others.values()]
+        return [plan_ref(body) for body in bodies if body]
+
+    def _create_rival(self) -> None:
+        assert self.scenario.rival is not None
+        _, created, spec = self.scenario.rival
+        self.world.add_plan(RIVAL, copy.deepcopy(spec), created)
+        checker = Checker(RIVAL)
+        self.checkers.append(checker)
+        self.world.checks.append(checker)
+        if self.life is not None and self.life.alive and self.rollout is not None:
+            rng = random.Random(self.scenario.seed * 37 + self.incarnations)
+            self._start_rollout(
+                RIVAL, SimOsApi(self.world, self.scenario.rates, rng, self.life, RIVAL)
+            )
 
     async def _finalize(self, life: Life, kube: SimKube, rollout: PlanRollout) -> None:
         """kopf's deletion handler in this incarnation, retried until it succeeds."""
@@ -360,8 +443,10 @@ class _Driver:
             return
         self.world.record("engine-killed", detail=f"incarnation {self.life.number}")
         self.life.alive = False
-        self.task.cancel()
+        for task in self.tasks:
+            task.cancel()
         self.rollout = None
+        self.rollouts = {}
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -370,6 +455,8 @@ class _Driver:
             self.loop.call_later(when, self._kill_and_restart)
         for when, what, arg in self.scenario.actions:
             self.loop.call_later(when, self._act, what, arg)
+        if self.scenario.rival is not None:
+            self.loop.call_later(self.scenario.rival[0], self._create_rival)
 
     def _kill_and_restart(self) -> None:
         if self.rollout is None:
@@ -439,18 +526,21 @@ class _Driver:
         )
 
     def finished(self) -> bool:
-        if self.world.deleted:
-            return True
-        status = self.world.status()
         quiet = self.loop.time() > max(
-            [*self.scenario.kills, *(a[0] for a in self.scenario.actions), 0.0]
+            [
+                *self.scenario.kills,
+                *(a[0] for a in self.scenario.actions),
+                self.scenario.rival[0] if self.scenario.rival else 0.0,
+                0.0,
+            ]
         )
-        return (
-            quiet
-            and status.get("phase") in ("Completed", "Failed", *RESTING)
-            and not status.get("inFlight")
-            and (status.get("observedGeneration") == self.world.plan["metadata"]["generation"])
-        )
+        bodies = [*([] if self.world.deleted else [self.world.plan]), *self.world.others.values()]
+        return quiet and all(_settled(body) for body in bodies)
+
+    def resting(self) -> bool:
+        """Some plan has come to rest waiting (it may wait for a long time)."""
+        bodies = [*([] if self.world.deleted else [self.world.plan]), *self.world.others.values()]
+        return any((body.get("status") or {}).get("phase") in RESTING for body in bodies)
 
     async def run(self) -> str:
         self.start_engine()
@@ -458,14 +548,15 @@ class _Driver:
         settled_at: float | None = None
         while self.loop.time() < TIME_LIMIT_S:
             await asyncio.sleep(5.0)
-            self.checker.tick(
-                self.world,
-                self._api_down_since(self.loop.time() - 3600),
-                clock_behind_s=max(0.0, -self.clock_offset),
-            )
+            for checker in self.checkers:
+                checker.tick(
+                    self.world,
+                    self._api_down_since(self.loop.time() - 3600),
+                    clock_behind_s=max(0.0, -self.clock_offset),
+                )
             if self.finished():
                 settled_at = settled_at if settled_at is not None else self.loop.time()
-                waiting = self.world.status().get("phase") in RESTING
+                waiting = self.resting()
                 if self.loop.time() - settled_at >= (STABLE_WAIT_S if waiting else 30.0):
                     break
             else:
@@ -478,7 +569,8 @@ class _Driver:
                 f"message {status.get('message')!r}",
             )
         self.kill()
-        self.checker.finish(self.world)
+        for checker in self.checkers:
+            checker.finish(self.world)
         return "Deleted" if self.world.deleted else str(self.world.status().get("phase"))
 
 
@@ -498,7 +590,7 @@ def simulate(scenario: Scenario, configure: Callable[[_Driver], None] | None = N
         _close(loop)
     return Report(
         scenario=scenario,
-        violations=list(driver.checker.violations),
+        violations=[v for checker in driver.checkers for v in checker.violations],
         trace=[str(e) for e in driver.world.journal],
         phase=phase,
         virtual_s=loop.time(),
@@ -507,6 +599,15 @@ def simulate(scenario: Scenario, configure: Callable[[_Driver], None] | None = N
         incarnations=driver.incarnations,
         loop_errors=driver.loop_errors,
         status=driver.world.status(),
+    )
+
+
+def _settled(body: dict[str, Any]) -> bool:
+    status = body.get("status") or {}
+    return (
+        status.get("phase") in ("Completed", "Failed", *RESTING)
+        and not status.get("inFlight")
+        and status.get("observedGeneration") == body["metadata"]["generation"]
     )
 
 

@@ -37,6 +37,7 @@ def scenario(
     faults: dict[str, str] | None = None,
     actions: list[tuple[float, str, str]] | None = None,
     reboot_s: float = 10.0,
+    rival: tuple[float, str, dict[str, Any]] | None = None,
     **spec: Any,
 ) -> Scenario:
     names = [f"cp-{i}" for i in range(control_planes)] + [f"w-{i}" for i in range(workers)]
@@ -60,7 +61,23 @@ def scenario(
         actions=actions or [],
         node_faults=faults or {},
         reboot_s=dict.fromkeys(names, reboot_s),
+        rival=rival,
     )
+
+
+def rival_spec(target: str, *nodes: str) -> dict[str, Any]:
+    """A second plan over ``nodes``."""
+    return {
+        "target": {"version": target},
+        "nodeSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": list(nodes)}
+            ]
+        },
+        "strategy": {"maxUnavailable": 2},
+        "drain": {"timeout": "2m", "onTimeout": "Fail", "settle": "2s"},
+        "failurePolicy": {"nodeTimeout": "10m", "retries": 0, "maxFailures": 0},
+    }
 
 
 def journal(report: Report, kind: str, node: str) -> list[str]:
@@ -505,3 +522,73 @@ def test_seed_326_a_slot_claimed_before_others_went_out_is_given_back_not_cordon
     )
     assert_clean(report)
     assert report.phase == "Completed"
+
+
+# -- issue 10, item 6: two plans, one node ------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [37, 77, 83, 133, 169, 211])
+def test_two_plans_never_act_on_one_node(seed: int) -> None:
+    """Seeds where a second plan overlaps the first; before the per-node claim, one plan
+    installed on or rebooted a node the other held."""
+    drawn = generate(seed)
+    assert drawn.rival is not None
+    assert_clean(simulate(drawn))
+
+
+def test_a_retried_failed_plan_waits_for_the_younger_plan_that_is_rolling() -> None:
+    """The older plan failed; a younger one took its nodes; the older is retried meanwhile."""
+    drawn = scenario(
+        workers=3,
+        faults={"w-0": "install-fails"},
+        rival=(60.0, "2026-01-05T00:01:00Z", rival_spec(NEWER, "w-0", "w-1", "w-2")),
+        actions=[],
+    )
+    queued: list[float] = []
+
+    def configure(driver: _Driver) -> None:
+        def rival_flying(world: World, entry: Entry) -> bool:
+            return entry.kind == "cordon" and entry.detail == "rival-plan"
+
+        driver.when(rival_flying, lambda: driver._act("retry", ""), at_once=True)
+
+        def note(world: World, entry: Entry) -> None:
+            if entry.kind == "status" and world.status().get("phase") == "Queued":
+                queued.append(entry.at)
+
+        driver.world.checks.append(note)
+
+    report = simulate(drawn, configure)
+    assert_clean(report)
+    assert queued, "the retried plan should queue behind the one in flight"
+
+
+def test_a_node_cordoned_by_another_plan_is_requeued_not_taken() -> None:
+    """The index lags: the other plan's mark is found by the cordon call itself."""
+    drawn = scenario(workers=3, strategy={"maxUnavailable": 2})
+
+    def configure(driver: _Driver) -> None:
+        def slot_claimed(world: World, entry: Entry) -> bool:
+            return entry.kind == "status" and "w-0" in (world.status().get("inFlight") or [])
+
+        def other_plan_cordons() -> None:
+            # a younger plan, run by no engine here, whose worker won the race for w-0
+            driver.world.add_plan("other", rival_spec(NEW, "w-0"), "2026-01-05T00:10:00Z")
+            driver.world.cordon("w-0", "other")
+
+        def other_plan_gone() -> None:
+            driver.world.uncordon("w-0", "other")
+            driver.world.others.pop("other")
+
+        driver.when(slot_claimed, other_plan_cordons, at_once=True)
+        driver.when(
+            lambda world, entry: entry.kind == "reboot" and entry.node == "w-1", other_plan_gone
+        )
+
+    report = simulate(drawn, configure)
+    assert_clean(report)
+    assert any("Requeued" in line or "holds the node" in line for line in report.trace) or (
+        journal(report, "install", "w-0")
+    )
+    first_install = next(i for i, line in enumerate(report.trace) if " install " in line)
+    assert "w-1" in report.trace[first_install], "w-1 goes while w-0 is held"

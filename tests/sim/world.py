@@ -95,9 +95,11 @@ class Entry:
     kind: str
     node: str = ""
     detail: str = ""
+    plan: str = ""  # the plan whose engine made the call (OS API effects and status writes)
 
     def __str__(self) -> str:
-        return f"{self.at:9.2f} {self.kind:<14} {self.node:<8} {self.detail}"
+        by = f" [{self.plan}]" if self.plan else ""
+        return f"{self.at:9.2f} {self.kind:<14} {self.node:<8} {self.detail}{by}"
 
 
 Check = Callable[["World", Entry], None]
@@ -112,7 +114,8 @@ class World:
         self.nodes: dict[str, Node] = {}
         self.pods: dict[str, Pod] = {}
         self.budgets: list[Budget] = []
-        self.plan: dict[str, Any] = {}
+        self.plan: dict[str, Any] = {}  # the scenario's plan (resourceVersion: below)
+        self.others: dict[str, dict[str, Any]] = {}  # more plans, each with its own version
         self.resource_version = 1
         self.journal: list[Entry] = []
         self.checks: list[Check] = []
@@ -127,8 +130,8 @@ class World:
     def now(self) -> float:
         return self.loop.time()
 
-    def record(self, kind: str, node: str = "", detail: str = "") -> None:
-        entry = Entry(self.now(), kind, node, detail)
+    def record(self, kind: str, node: str = "", detail: str = "", plan: str = "") -> None:
+        entry = Entry(self.now(), kind, node, detail, plan)
         self.journal.append(entry)
         for check in self.checks:
             check(self, entry)
@@ -165,29 +168,72 @@ class World:
         """What kopf hands the daemon: the live object, changed in place by later events."""
         return self.plan
 
-    def plan_copy(self) -> dict[str, Any]:
-        body = copy.deepcopy(self.plan)
-        body["metadata"]["resourceVersion"] = str(self.resource_version)
+    def body_of(self, name: str) -> dict[str, Any]:
+        """Any plan's live object by name ({} when there is none)."""
+        if self.plan and self.plan["metadata"]["name"] == name:
+            return self.plan
+        return self.others.get(name, {})
+
+    def add_plan(self, name: str, spec: dict[str, Any], created: str) -> None:
+        """Another plan, created (e.g. by another team) while the scenario runs."""
+        self.others[name] = {
+            "apiVersion": "nodeos.dev/v1alpha1",
+            "kind": "UpgradePlan",
+            "metadata": {
+                "name": name,
+                "uid": f"{name}-uid",
+                "generation": 1,
+                "creationTimestamp": created,
+                "annotations": {},
+                "resourceVersion": "1",
+            },
+            "spec": spec,
+        }
+        self.record("plan-created", detail=name)
+
+    def plan_copy(self, name: str | None = None) -> dict[str, Any]:
+        body = copy.deepcopy(self.body_of(name) if name else self.plan)
+        if name is None or name not in self.others:
+            body["metadata"]["resourceVersion"] = str(self.resource_version)
         return body
 
-    def edit_spec(self, change: Callable[[dict[str, Any]], None], what: str) -> None:
-        """A user's `kubectl edit`: new generation and resourceVersion."""
-        change(self.plan["spec"])
-        self.plan["metadata"]["generation"] += 1
-        self.resource_version += 1
-        self.record("spec-edit", detail=what)
+    def version_of(self, name: str) -> str:
+        """The plan's resourceVersion (the scenario's plan keeps its own counter)."""
+        if name in self.others:
+            return str(self.others[name]["metadata"]["resourceVersion"])
+        return str(self.resource_version)
 
-    def annotate(self, key: str, value: str | None) -> None:
-        annotations = self.plan["metadata"].setdefault("annotations", {})
+    def bump(self, name: str | None = None) -> None:
+        """A write to the plan: a new resourceVersion."""
+        if name in self.others:
+            metadata = self.others[name]["metadata"]
+            metadata["resourceVersion"] = str(int(metadata["resourceVersion"]) + 1)
+        else:
+            self.resource_version += 1
+
+    def edit_spec(
+        self, change: Callable[[dict[str, Any]], None], what: str, plan: str | None = None
+    ) -> None:
+        """A user's `kubectl edit`: new generation and resourceVersion."""
+        body = self.body_of(plan) if plan else self.plan
+        change(body["spec"])
+        body["metadata"]["generation"] += 1
+        self.bump(plan)
+        self.record("spec-edit", detail=what, plan=plan or "")
+
+    def annotate(self, key: str, value: str | None, plan: str | None = None) -> None:
+        body = self.body_of(plan) if plan else self.plan
+        annotations = body["metadata"].setdefault("annotations", {})
         if value is None:
             annotations.pop(key, None)
         else:
             annotations[key] = value
-        self.resource_version += 1
-        self.record("annotate", detail=f"{key}={value}")
+        self.bump(plan)
+        self.record("annotate", detail=f"{key}={value}", plan=plan or "")
 
-    def status(self) -> dict[str, Any]:
-        return dict(self.plan.get("status") or {})
+    def status(self, name: str | None = None) -> dict[str, Any]:
+        body = self.body_of(name) if name else self.plan
+        return dict(body.get("status") or {})
 
     # -- pods, budgets, scheduler --------------------------------------------------------------
 
@@ -278,13 +324,13 @@ class World:
         node.annotations.pop(CORDONED_BY_ANNOTATION, None)
         self.record("uncordon", name, who)
 
-    def install(self, name: str, version: str) -> None:
+    def install(self, name: str, version: str, by: str = "") -> None:
         self.nodes[name].installed = version
-        self.record("install", name, version)
+        self.record("install", name, version, plan=by)
 
-    def reboot(self, name: str, why: str = "reboot") -> None:
+    def reboot(self, name: str, why: str = "reboot", by: str = "") -> None:
         node = self.nodes[name]
-        self.record(why, name)
+        self.record(why, name, plan=by)
         node.up = False
         self.loop.call_later(0.5, self._not_ready, name)
         if not node.never_returns:

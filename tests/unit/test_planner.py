@@ -222,9 +222,15 @@ def test_gates_that_are_not_evaluated_yet_block_rather_than_being_ignored() -> N
 
 
 def ref(
-    name: str, created: str, selector: dict[str, object], phase: str = "Progressing"
+    name: str,
+    created: str,
+    selector: dict[str, object],
+    phase: str = "Progressing",
+    in_flight: frozenset[str] = frozenset(),
 ) -> planner.PlanRef:
-    return planner.PlanRef(name=name, created=created, phase=phase, selector=selector)
+    return planner.PlanRef(
+        name=name, created=created, phase=phase, selector=selector, in_flight=in_flight
+    )
 
 
 def test_a_younger_plan_selecting_the_same_nodes_queues_behind_the_older() -> None:
@@ -240,6 +246,40 @@ def test_a_younger_plan_selecting_the_same_nodes_queues_behind_the_older() -> No
     assert planner.queued_behind(younger, [elsewhere], nodes) is None
     same_time = ref("a-plan", "2026-11-26T11:00:00Z", everyone)
     assert planner.queued_behind(younger, [same_time], nodes) == "a-plan", "ties: by name"
+
+
+def test_a_finished_plan_brought_back_waits_for_a_younger_one_with_nodes_in_flight() -> None:
+    nodes = [node("w-1"), node("w-2")]
+    everyone = {"matchLabels": {"pool": "a"}}
+    retried = ref("first", "2026-11-26T10:00:00Z", everyone, phase="Failed")
+    rolling = ref("second", "2026-11-26T11:00:00Z", everyone, in_flight=frozenset({"w-1"}))
+    assert planner.queued_behind(retried, [retried, rolling], nodes) == "second"
+    # ... and the younger one, now behind an active older plan, lets its in-flight nodes finish
+    waiting = ref("first", "2026-11-26T10:00:00Z", everyone, phase="Queued")
+    assert planner.queued_behind(rolling, [waiting, rolling], nodes) == "first"
+    idle = ref("second", "2026-11-26T11:00:00Z", everyone)
+    assert planner.queued_behind(retried, [retried, idle], nodes) is None
+
+
+def test_a_node_held_by_another_plan_is_not_started() -> None:
+    nodes = [node("w-1"), node("w-2", cordoned=True, by="other"), node("w-3")]
+    others = [
+        ref("other", "2026-11-26T10:00:00Z", {}, in_flight=frozenset({"w-3"})),
+        ref("mine", "2026-11-26T11:00:00Z", {}),
+    ]
+    held = planner.held_elsewhere("mine", others, nodes)
+    assert held == {"w-2": "other", "w-3": "other"}
+    assert planner.held_elsewhere("mine", others[1:], nodes) == {}, "a stale mark holds nothing"
+    decision = planner.plan_step(
+        spec(strategy={"maxUnavailable": 3}), {}, [], nodes, NOW, held=held
+    )
+    assert decision.start == ("w-1",)
+    only_held = planner.plan_step(
+        spec(strategy={"maxUnavailable": 3}), done("w-1"), [], nodes, NOW, held=held
+    )
+    assert only_held.start == ()
+    assert only_held.waiting is not None
+    assert only_held.waiting.reason == "NodesHeld"
 
 
 def test_a_queued_plan_starts_nothing_and_says_behind_whom() -> None:

@@ -21,6 +21,7 @@ from prometheus_client import Counter
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
 from nodeos.ports.kube import (
     ConflictError,
+    Cordon,
     Eviction,
     EvictionOutcome,
     NodeHealth,
@@ -83,12 +84,17 @@ class KubeClient:
         body = {"metadata": {"annotations": {key: None}}}
         await self._run(self.custom.patch_cluster_custom_object, GROUP, VERSION, PLURAL, name, body)
 
-    async def cordon(self, node: str, owner: str) -> bool:
-        """Cordons with our mark unless someone else already cordoned the node."""
+    async def cordon(self, node: str, owner: str) -> Cordon:
+        """Cordons with our mark unless someone else already cordoned the node.
+
+        The write is guarded by the resourceVersion read, so of two plans cordoning at once
+        one wins and the other finds the winner's mark.
+        """
         current = await self._run(self.core.read_node, node)
         annotations = current.metadata.annotations or {}
-        if current.spec.unschedulable and annotations.get(CORDONED_BY_ANNOTATION) != owner:
-            return False
+        mark = annotations.get(CORDONED_BY_ANNOTATION)
+        if current.spec.unschedulable and mark != owner:
+            return Cordon(ours=False, holder=mark)
         body = {
             "metadata": {
                 "annotations": {CORDONED_BY_ANNOTATION: owner},
@@ -102,7 +108,7 @@ class KubeClient:
             if error.status == 409:
                 return await self.cordon(node, owner)
             raise
-        return True
+        return Cordon(ours=True)
 
     async def uncordon(self, node: str, owner: str) -> bool:
         """Uncordons and unmarks, only when the mark is ``owner``'s."""

@@ -11,6 +11,10 @@ Pure: no I/O, no clock. Rules, in the order they apply:
   disruption, so it may start even when the budget is spent by others.
 - New nodes start only while the plan is not paused, a maintenance window is open, no retry
   is pending for them, and the failure budget is not exhausted.
+- A node has one plan at a time. A node in another plan's in-flight ledger, or carrying another
+  plan's cordon mark, is held: no other plan starts it. Of two plans that select a node, the
+  older goes first; a plan with nodes in flight also goes before an idle one (a finished plan
+  retried or edited waits for the other to hand its nodes back, rather than both acting).
 """
 
 from __future__ import annotations
@@ -39,19 +43,55 @@ class PlanRef:
     created: str  # RFC 3339 creationTimestamp; ties are broken by name
     phase: str
     selector: Mapping[str, object]
+    in_flight: frozenset[str] = frozenset()
+
+    @property
+    def active(self) -> bool:
+        """Unfinished, or finished with nodes still in its ledger (being handed back)."""
+        return self.phase not in ("Completed", "Failed") or bool(self.in_flight)
+
+
+def plan_ref(body: Mapping[str, Any]) -> PlanRef:
+    """A plan object (as the API returns it) reduced to what claiming nodes needs."""
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    return PlanRef(
+        name=str(metadata.get("name", "")),
+        created=str(metadata.get("creationTimestamp", "")),
+        phase=str(status.get("phase", "Pending")),
+        selector=dict(spec.get("nodeSelector") or {}),
+        in_flight=frozenset(status.get("inFlight") or ()),
+    )
 
 
 def queued_behind(me: PlanRef, others: Sequence[PlanRef], nodes: Sequence[NodeView]) -> str | None:
-    """The older, unfinished plan that selects one of my nodes (a node has one plan at a time)."""
+    """The plan that goes before me on a node we both select, if any.
+
+    It goes first when it is active and older than me, or when it has nodes in flight and I
+    have none (so a finished plan that is retried or edited waits for a younger one that is
+    already rolling). While queued a plan starts no node; its in-flight nodes finish.
+    """
     mine = [node for node in nodes if matches(me.selector, node.labels)]
     for other in sorted(others, key=lambda p: (p.created, p.name)):
-        if other.name == me.name or other.phase in ("Completed", "Failed"):
+        if other.name == me.name or not other.active:
             continue
-        if (other.created, other.name) >= (me.created, me.name):
+        older = (other.created, other.name) < (me.created, me.name)
+        if not (older or (other.in_flight and not me.in_flight)):
             continue
         if any(matches(other.selector, node.labels) for node in mine):
             return other.name
     return None
+
+
+def held_elsewhere(me: str, others: Sequence[PlanRef], nodes: Sequence[NodeView]) -> dict[str, str]:
+    """Nodes another plan holds (in its ledger, or carrying its cordon mark), with the plan."""
+    names = {other.name for other in others if other.name != me}
+    held = {node.name: str(node.cordoned_by) for node in nodes if node.cordoned_by in names}
+    for other in others:
+        if other.name != me:
+            held.update({name: other.name for name in other.in_flight})
+    return held
 
 
 @dataclass(frozen=True)
@@ -126,8 +166,13 @@ def plan_step(
     canary_released: bool = True,
     behind: str | None = None,
     unselected_in_flight: Sequence[NodeView] = (),
+    held: Mapping[str, str] | None = None,
 ) -> Decision:
-    """The nodes to start now, and the plan's summary (``behind``: see ``queued_behind``)."""
+    """The nodes to start now, and the plan's summary.
+
+    ``behind``: see ``queued_behind``; ``held``: see ``held_elsewhere``.
+    """
+    held = held or {}
     ordered = order_nodes(spec, nodes, operator_node)
     by_name = {node.name: node for node in ordered}
     progress = {
@@ -177,7 +222,7 @@ def plan_step(
             "FailureBudgetExhausted",
             f"{failures} node(s) failed; maxFailures is {spec.failure_policy.max_failures}",
         )
-    if behind is not None and not in_flight:
+    if behind is not None:
         return _wait(
             decision,
             "Queued",
@@ -223,6 +268,11 @@ def plan_step(
                 f"{len(in_flight) + len(start)} node(s) in flight; maxUnavailable is {budget}",
             )
             break
+        if node.name in held:
+            blocked = blocked or Waiting(
+                "NodesHeld", f"{node.name} is held by UpgradePlan {held[node.name]}"
+            )
+            continue
         record = progress.get(node.name)
         if record is not None and record.retry_at is not None and record.retry_at > now:
             blocked = blocked or Waiting(

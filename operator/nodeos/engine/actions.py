@@ -39,6 +39,8 @@ class NodeContext:
     own_pod: tuple[str, str] | None
     # why cordoning now would break the plan's rules (asked right before the cordon)
     cordon_blocked: Callable[[], str | None] = lambda: None
+    # whether a cordon mark names a plan that exists (its node is held; a stale mark is not)
+    is_plan: Callable[[str], bool] = lambda name: True
 
 
 async def perform(action: Action, progress: NodeProgress, ctx: NodeContext) -> Result:
@@ -83,8 +85,10 @@ async def _cordon(ctx: NodeContext) -> Result:
     version = (await ctx.osapi.version(ctx.target)).tag
     if (why := ctx.cordon_blocked()) is not None:
         return Result(requeue=why)
-    ours = await ctx.kube.cordon(ctx.node.name, ctx.plan)
-    return Result(boot_id=boot_id, version=version, cordoned_by_us=ours)
+    cordon = await ctx.kube.cordon(ctx.node.name, ctx.plan)
+    if cordon.holder is not None and ctx.is_plan(cordon.holder):  # one plan at a time
+        return Result(requeue=f"UpgradePlan {cordon.holder} holds the node")
+    return Result(boot_id=boot_id, version=version, cordoned_by_us=cordon.ours)
 
 
 async def _drain(ctx: NodeContext, force: bool) -> Result:
@@ -106,10 +110,12 @@ async def _taken_back(ctx: NodeContext, progress: NodeProgress) -> Result | None
     so the phase's deadline applies).
     """
     if not ctx.node.unschedulable:
-        ours = await ctx.kube.cordon(ctx.node.name, ctx.plan)
+        cordon = await ctx.kube.cordon(ctx.node.name, ctx.plan)
+        if cordon.holder is not None and ctx.is_plan(cordon.holder):
+            return Result(transient=True, message=f"UpgradePlan {cordon.holder} cordoned the node")
         return Result(
             transient=True,
-            cordoned_by_us=ours,
+            cordoned_by_us=cordon.ours,
             redrain=ctx.spec.drain.enabled,
             message="the node was uncordoned by someone else; cordoned it again",
         )

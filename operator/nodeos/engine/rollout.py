@@ -222,11 +222,16 @@ class PlanRollout:
         selected = self._selected(spec)
         status = self.store.status
         canary_released = await self._canary_released(spec, selected, _records(status, spec), now)
-        behind = planner.queued_behind(
-            planner.PlanRef(self.name, snap.created, status.phase, spec.node_selector.to_api()),
-            self.plans(),
-            list(self.nodes().values()),
+        plans = self.plans()
+        me = planner.PlanRef(
+            self.name,
+            snap.created,
+            status.phase,
+            spec.node_selector.to_api(),
+            frozenset(status.in_flight),
         )
+        behind = planner.queued_behind(me, plans, list(self.nodes().values()))
+        held_nodes = planner.held_elsewhere(self.name, plans, list(self.nodes().values()))
 
         def decide(records: Mapping[str, NodeProgress], in_flight: list[str]) -> planner.Decision:
             return planner.plan_step(
@@ -238,6 +243,7 @@ class PlanRollout:
                 operator_node=self.deps.operator_node,
                 canary_released=canary_released,
                 behind=behind,
+                held=held_nodes,
                 unselected_in_flight=[
                     view
                     for name, view in self.nodes().items()
@@ -376,6 +382,7 @@ class PlanRollout:
                     osapi=self.osapi,
                     own_pod=self.deps.own_pod,
                     cordon_blocked=functools.partial(self._cordon_blocked, spec, progress),
+                    is_plan=lambda holder: any(p.name == holder for p in self.plans()),
                 )
                 result = await perform(action, progress, node_ctx)
             updated = sm.after(progress, action, result, ctx, self.deps.clock())
@@ -396,6 +403,11 @@ class PlanRollout:
         """Why the plan's rules no longer allow cordoning the node (checked just before)."""
         if progress.cordoned_by_us is not None:
             return None  # cordoned already in this attempt (or its reply was lost)
+        holder = planner.held_elsewhere(self.name, self.plans(), list(self.nodes().values())).get(
+            progress.name
+        )
+        if holder is not None:
+            return f"UpgradePlan {holder} holds the node"
         in_flight = [n for n in self.store.status.in_flight if n != progress.name]
         return planner.still_fits(
             spec,

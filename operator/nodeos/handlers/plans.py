@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 
 from nodeos.core.nodes import NodeView
-from nodeos.core.planner import PlanRef
+from nodeos.core.planner import PlanRef, plan_ref
 from nodeos.engine.deletion import EngineStillRunningError, release_deleted_plan
 from nodeos.engine.rollout import PlanRollout
 from nodeos.handlers.nodes import snapshot
@@ -17,16 +17,8 @@ GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
 
 @kopf.index(GROUP, VERSION, PLURAL)
 def plan_refs(name: str, body: kopf.Body, **_: Any) -> dict[str, PlanRef]:
-    """Every plan's claim on nodes: creation time, phase and selector."""
-    spec = body.get("spec") or {}
-    return {
-        name: PlanRef(
-            name=name,
-            created=str(body["metadata"].get("creationTimestamp", "")),
-            phase=str((body.get("status") or {}).get("phase", "Pending")),
-            selector=dict(spec.get("nodeSelector") or {}),
-        )
-    }
+    """Every plan's claim on nodes: creation time, phase, selector and nodes in flight."""
+    return {name: plan_ref(body)}
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30.0)

@@ -67,6 +67,14 @@ class EvictionOutcome:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class Cordon:
+    """What a cordon call found: the node is ours now, or whose cordon was there before."""
+
+    ours: bool
+    holder: str | None = None  # the mark on a node someone else cordoned (None: no mark)
+
+
 class KubeApi(Protocol):
     """The cluster, as the engine uses it."""
 
@@ -88,8 +96,8 @@ class KubeApi(Protocol):
         """Removes one annotation from the plan."""
         ...
 
-    async def cordon(self, node: str, owner: str) -> bool:
-        """Cordons and marks the node; False when it was already cordoned by someone else."""
+    async def cordon(self, node: str, owner: str) -> Cordon:
+        """Cordons and marks the node, unless someone else cordoned it already."""
         ...
 
     async def uncordon(self, node: str, owner: str) -> bool:
