@@ -18,6 +18,7 @@ import kopf
 from prometheus_client import Gauge, start_http_server
 
 from nodeos.adapters.lease import LeaderElection
+from nodeos.adapters.osapi.talosconfig import FileSource, TalosConfigError
 from nodeos.config import OperatorConfig
 from nodeos.handlers import lifecycle
 
@@ -26,8 +27,14 @@ LEADER = Gauge("nodeos_leader", "1 while this replica holds the leader Lease and
 
 
 async def run(cfg: OperatorConfig) -> int:
-    """Runs until stopped; returns the process exit code."""
+    """Runs until stopped; returns the process exit code (2: unusable settings)."""
     import nodeos.handlers  # noqa: F401  (registers the handlers)
+
+    try:  # before taking the Lease: a replica that cannot act must not lead
+        await FileSource(cfg.talosconfig).load()
+    except TalosConfigError as error:
+        log.error("cannot start: %s (set NODEOS_TALOSCONFIG or --talosconfig)", error)
+        return 2
 
     stop = asyncio.Event()
     lost = asyncio.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,8 @@ import yaml
 
 from nodeos.adapters.osapi.client import TalosClient
 from nodeos.adapters.osapi.talosconfig import FileSource, SecretSource, TalosConfigError
+from nodeos.core.nodes import NodeView
+from nodeos.engine.routing import Routing
 from nodeos.ports.osapi import (
     CONFIG_PATH,
     ErrorKind,
@@ -389,6 +392,41 @@ async def test_unreachable_endpoint_is_transient_and_named(
     )
 
 
+def move_endpoints(path: Path, endpoints: list[str]) -> list[str]:
+    """Rewrites the talosconfig's endpoints; returns the ones it had."""
+    document = yaml.safe_load(path.read_text())
+    context = document["contexts"][document["context"]]
+    before = list(context["endpoints"])
+    context["endpoints"] = endpoints
+    path.write_text(yaml.safe_dump(document))
+    return before
+
+
+async def test_an_endpoint_moved_in_the_talosconfig_is_used_without_a_restart(
+    simulator: Simulator, talosconfig: Path
+) -> None:
+    """The file is re-read when it changes, endpoints included (not only certificates)."""
+    serving = move_endpoints(talosconfig, ["127.0.0.1:1"])  # where the API used to be
+    source = FileSource(talosconfig)
+    await source.load()  # as the operator does at start-up
+    routing = Routing("ControlPlane", (), 50000, source.endpoints)
+    node = NodeView("w-ok", {}, ready=True, unschedulable=False, cordoned_by=None, os_image="")
+    api = TalosClient(source, timeout_s=2)
+    try:
+        with pytest.raises(OsApiError) as failed:
+            await api.version(routing.target(node))
+        assert "127.0.0.1:1" in str(failed.value)
+        move_endpoints(talosconfig, serving)
+        answers: list[str] = []
+        for _ in range(2):  # the call that finds the file changed may still dial the old one
+            with contextlib.suppress(OsApiError):
+                answers.append((await api.version(routing.target(node))).tag)
+        assert answers in ([OLD], [OLD, OLD])
+        assert routing.target(node).endpoint == serving[0]
+    finally:
+        await api.close()
+
+
 async def test_unknown_node_is_permanent(simulator: Simulator, client: TalosClient) -> None:
     with pytest.raises(OsApiError) as failed:
         await client.version(routed(simulator, "nope"))
@@ -452,6 +490,9 @@ def test_malformed_talosconfigs_name_what_is_wrong(talosconfig: Path) -> None:
 
 
 async def test_missing_talosconfig_file_is_named(tmp_path: Path) -> None:
+    """A call through an unusable talosconfig fails like any call (an OsApiError the engine
+    turns into a node result), with the file named."""
     api = TalosClient(FileSource(tmp_path / "absent"), timeout_s=1)
-    with pytest.raises(TalosConfigError, match="absent: cannot read"):
+    with pytest.raises(OsApiError, match="absent: cannot read") as failed:
         await api.version(NodeTarget("n", "127.0.0.1:1"))
+    assert failed.value.kind is ErrorKind.CREDENTIALS

@@ -281,3 +281,22 @@ def test_a_rotated_secret_is_picked_up_without_a_restart(fleet_factory: Any) -> 
     fleet.store_talosconfig(fleet.sim.workdir / "talosconfig-spare")
     fleet.wait_ready("rotation", 90)
     assert fleet.op.starts == 1, "the same operator process"
+
+
+def test_a_missing_secret_is_a_condition_naming_it_until_it_is_created(
+    fleet_factory: Any,
+) -> None:
+    fleet: Fleet = fleet_factory("--control-planes", "0", "--workers", "1", "--reboot-seconds", "1")
+    fleet.secret = f"not-yet-{uuid.uuid4().hex[:6]}"
+    fleet.apply_config("no-secret")
+    wait_for(
+        "CredentialsUnusable",
+        lambda: fleet.condition("no-secret", "Ready").get("reason") == "CredentialsUnusable",
+        60,
+    )
+    ready = fleet.condition("no-secret", "Ready")
+    assert ready["status"] == "False"
+    assert f"secret {SECRET_NS}/{fleet.secret} does not exist" in ready["message"]
+    fleet.store_talosconfig(fleet.sim.talosconfig)
+    fleet.wait_ready("no-secret", 90)
+    assert "Traceback" not in fleet.op.logs()

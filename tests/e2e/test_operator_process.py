@@ -12,8 +12,15 @@ import pytest
 
 from helpers.e2e import wait_for
 from nodeos.sandbox import cluster, processes
+from nodeos.simulator.server import NodeSpec, Simulator, build_fleet
 
 pytestmark = pytest.mark.sandbox
+
+
+def usable_talosconfig(directory: Path) -> Path:
+    """A valid talosconfig (for a simulator that is not running: nothing dials it here)."""
+    simulator = Simulator(build_fleet([NodeSpec("n")], "v1.12.4", 1.0))
+    return simulator.write_talosconfig(directory / "talosconfig")
 
 
 def test_a_missing_lease_namespace_is_one_clear_error(
@@ -28,7 +35,7 @@ def test_a_missing_lease_namespace_is_one_clear_error(
             "--kubeconfig",
             str(sandbox.kubeconfig),
             "--talosconfig",
-            str(tmp_path / "unused"),
+            str(usable_talosconfig(tmp_path)),
             "--namespace",
             "no-such-namespace",
             "--metrics-port",

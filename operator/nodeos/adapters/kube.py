@@ -3,6 +3,11 @@
 The client is synchronous; every call runs in a worker thread so the event loop never blocks.
 Guarded writes send ``metadata.resourceVersion`` with a merge patch, which the API server turns
 into a precondition (409 Conflict when the object moved on).
+
+Every failure leaves as one of the port's errors, decided in ``_run``: 404 ``NotFoundError``,
+409 ``ConflictError``, any other status ``KubeApiError`` with it, and no answer at all
+(connection refused or reset, timeout) ``KubeApiError`` with status 0, so the engine can tell
+transient from permanent and apply its deadlines.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
+from urllib3.exceptions import HTTPError
 
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
 from nodeos.ports.kube import (
@@ -24,6 +30,7 @@ from nodeos.ports.kube import (
     Cordon,
     Eviction,
     EvictionOutcome,
+    KubeApiError,
     NodeHealth,
     NotFoundError,
     PodView,
@@ -44,7 +51,17 @@ class KubeClient:
 
     async def _run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         REQUESTS.inc()
-        return await asyncio.to_thread(func, *args, **kwargs)
+        try:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except ApiException as error:
+            message = _message(error)
+            if error.status == 404:
+                raise NotFoundError(message) from None
+            if error.status == 409:
+                raise ConflictError(message) from None
+            raise KubeApiError(int(error.status or 0), message) from None
+        except (HTTPError, OSError) as error:
+            raise KubeApiError(0, f"no answer from the API server: {error}") from None
 
     async def get_plan(self, name: str) -> dict[str, Any]:
         """The UpgradePlan object."""
@@ -52,10 +69,8 @@ class KubeClient:
             plan: dict[str, Any] = await self._run(
                 self.custom.get_cluster_custom_object, GROUP, VERSION, PLURAL, name
             )
-        except ApiException as error:
-            if error.status == 404:
-                raise NotFoundError(name) from None
-            raise
+        except NotFoundError:
+            raise NotFoundError(name) from None
         return plan
 
     async def patch_plan_status(
@@ -67,10 +82,8 @@ class KubeClient:
             result = await self._run(
                 self.custom.patch_cluster_custom_object_status, GROUP, VERSION, PLURAL, name, body
             )
-        except ApiException as error:
-            if error.status == 409:
-                raise ConflictError(name) from None
-            raise
+        except ConflictError:
+            raise ConflictError(name) from None
         return str(result["metadata"]["resourceVersion"])
 
     async def patch_plan_spec(self, name: str, spec: dict[str, Any]) -> None:
@@ -104,10 +117,8 @@ class KubeClient:
         }
         try:
             await self._run(self.core.patch_node, node, body)
-        except ApiException as error:
-            if error.status == 409:
-                return await self.cordon(node, owner)
-            raise
+        except ConflictError:
+            return await self.cordon(node, owner)
         return Cordon(ours=True)
 
     async def uncordon(self, node: str, owner: str) -> bool:
@@ -125,10 +136,8 @@ class KubeClient:
         }
         try:
             await self._run(self.core.patch_node, node, body)
-        except ApiException as error:
-            if error.status == 409:
-                return await self.uncordon(node, owner)
-            raise
+        except ConflictError:
+            return await self.uncordon(node, owner)
         return True
 
     async def cordoned_nodes(self, owner: str) -> list[str]:
@@ -175,26 +184,23 @@ class KubeClient:
             body["deleteOptions"] = {"gracePeriodSeconds": grace_seconds}
         try:
             await self._run(self.core.create_namespaced_pod_eviction, pod.name, pod.namespace, body)
-        except ApiException as error:
-            if error.status == 404:
-                return EvictionOutcome(Eviction.GONE)
+        except NotFoundError:
+            return EvictionOutcome(Eviction.GONE)
+        except KubeApiError as error:
             if error.status == 429:
-                return EvictionOutcome(Eviction.BLOCKED, _message(error))
+                return EvictionOutcome(Eviction.BLOCKED, error.detail)
             raise
         return EvictionOutcome(Eviction.EVICTED)
 
     async def delete_pod(self, pod: PodView, grace_seconds: int | None) -> None:
         """Deletes a pod without asking its PDB."""
-        try:
+        with contextlib.suppress(NotFoundError):
             await self._run(
                 self.core.delete_namespaced_pod,
                 pod.name,
                 pod.namespace,
                 grace_period_seconds=grace_seconds if grace_seconds is not None else 0,
             )
-        except ApiException as error:
-            if error.status != 404:
-                raise
 
     async def event(
         self,
@@ -219,7 +225,7 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        with contextlib.suppress(ApiException):  # best effort; the status says the same
+        with contextlib.suppress(KubeApiError, ConflictError, NotFoundError):  # best effort
             await self._run(self.core.create_namespaced_event, EVENT_NAMESPACE, body)
 
     async def label_node(
@@ -247,9 +253,7 @@ class KubeClient:
         name = body["metadata"]["name"]
         try:
             await self._run(self.custom.create_cluster_custom_object, GROUP, VERSION, PLURAL, body)
-        except ApiException as error:
-            if error.status != 409:
-                raise
+        except ConflictError:
             current = await self.get_plan(name)
             if current.get("spec") == body["spec"]:
                 return
@@ -263,11 +267,8 @@ class KubeClient:
 
     async def delete_plan(self, name: str) -> None:
         """Deletes the plan if it exists."""
-        try:
+        with contextlib.suppress(NotFoundError):
             await self._run(self.custom.delete_cluster_custom_object, GROUP, VERSION, PLURAL, name)
-        except ApiException as error:
-            if error.status != 404:
-                raise
 
     async def patch_config_status(self, name: str, status: dict[str, Any]) -> None:
         """Merges ``status`` into the NodeOSConfig's status."""

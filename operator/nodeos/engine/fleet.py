@@ -38,7 +38,7 @@ from nodeos.engine.routing import Routing
 from nodeos.models.common import parse_duration
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.nodeosconfig import NodeOSConfigSpec
-from nodeos.ports.kube import NotFoundError
+from nodeos.ports.kube import KubeApiError, NotFoundError
 from nodeos.ports.osapi import CONFIG_PATH, ApplyMode, OsApi, OsApiError
 
 _MIN_GAP_S = 2.0
@@ -104,7 +104,7 @@ class ConfigController:
         interval = parse_duration(spec.inventory.refresh_interval).total_seconds()
         try:
             osapi, routing = await self._client(spec.os_api)
-        except (OsApiError, KeyError, ValueError) as error:
+        except (OsApiError, KubeApiError, NotFoundError, KeyError, ValueError) as error:
             await self._report_access_problem(str(error))
             return min(interval, 30.0)
         selected = {

@@ -11,13 +11,14 @@ from kubernetes import client, config
 
 from nodeos.adapters.kube import KubeClient
 from nodeos.adapters.osapi.client import TalosClient
-from nodeos.adapters.osapi.talosconfig import FileSource, SecretSource
+from nodeos.adapters.osapi.talosconfig import FileSource, SecretSource, TalosConfigError
 from nodeos.config import OperatorConfig
 from nodeos.engine import metrics
 from nodeos.engine.rollout import EngineDeps
 from nodeos.engine.routing import Routing
 from nodeos.models.common import parse_duration
 from nodeos.models.nodeapi import OsApiAccess
+from nodeos.ports.kube import KubeApiError, NotFoundError
 from nodeos.ports.osapi import ErrorKind
 
 
@@ -54,20 +55,35 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         secret = access.talosconfig_secret
 
         async def fetch() -> tuple[str, bytes]:
-            return await kube.read_secret_key(secret.namespace, secret.name, secret.key)
+            where = f"secret {secret.namespace}/{secret.name}"
+            try:
+                return await kube.read_secret_key(secret.namespace, secret.name, secret.key)
+            except NotFoundError:
+                raise TalosConfigError(
+                    f"{where} does not exist; create it with the talosconfig under key "
+                    f"{secret.key!r} (see docs/operating.md)"
+                ) from None
+            except KubeApiError as error:
+                if error.transient:
+                    raise
+                raise TalosConfigError(f"{where} cannot be read: {error}") from None
+            except KeyError as error:
+                raise TalosConfigError(str(error.args[0])) from None
 
         source = SecretSource(fetch, f"secret {secret.namespace}/{secret.name}", recheck_s=30)
         found = await source.load()
         client_ = TalosClient(
             source, timeout_s=parse_duration(access.timeout).total_seconds(), observer=_observe
         )
-        return client_, Routing(access.endpoints, found.endpoints, access.port)
+        return client_, Routing(access.endpoints, found.endpoints, access.port, source.endpoints)
 
     memo.deps = EngineDeps(
         osapi_for=osapi_for,
         kube=kube,
         osapi=osapi,
-        routing=Routing(cfg.os_api_endpoints, credentials.endpoints, cfg.os_api_port),
+        routing=Routing(
+            cfg.os_api_endpoints, credentials.endpoints, cfg.os_api_port, source.endpoints
+        ),
         operator_node=cfg.node_name,
         own_pod=cfg.own_pod,
         poll_s=cfg.poll_s,

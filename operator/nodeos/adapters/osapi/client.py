@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import duration_pb2, empty_pb2
 
 from nodeos.adapters.osapi.errors import classify
-from nodeos.adapters.osapi.talosconfig import Credentials, CredentialSource
+from nodeos.adapters.osapi.talosconfig import Credentials, CredentialSource, TalosConfigError
 from nodeos.osapi.v1 import (
     common_pb2,
     image_pb2,
@@ -314,7 +314,13 @@ class TalosClient:
         started = time.monotonic()
         metadata: _Metadata = (("node", node.route),) if node.route else ()
         for attempt in (1, 2):
-            channel = await self._channel(node, force_reload=attempt == 2)
+            try:
+                channel = await self._channel(node, force_reload=attempt == 2)
+            except TalosConfigError as unusable:  # the talosconfig is gone or broken
+                self._observe(method, started, ErrorKind.CREDENTIALS)
+                raise OsApiError(
+                    node.name, ErrorKind.CREDENTIALS, "TalosConfig", str(unusable)
+                ) from None
             try:
                 result = await invoke(channel, metadata, timeout_s or self._timeout_s)
             except grpc.aio.AioRpcError as rpc_error:

@@ -106,6 +106,10 @@ class CredentialSource(Protocol):
         """Current credentials; ``force`` re-reads even if nothing seems to have changed."""
         ...
 
+    def endpoints(self) -> tuple[str, ...]:
+        """The endpoints of the credentials last loaded (the talosconfig may move them)."""
+        ...
+
 
 class FileSource:
     """A talosconfig file, re-read when its modification time or size changes."""
@@ -128,6 +132,10 @@ class FileSource:
             self._cached = parse(self.path.read_bytes(), self.context, source=self.description)
             self._stamp = stamp
         return self._cached
+
+    def endpoints(self) -> tuple[str, ...]:
+        """The endpoints of the file as last read."""
+        return self._cached.endpoints if self._cached is not None else ()
 
 
 SecretFetcher = Callable[[], Awaitable[tuple[str, bytes]]]
@@ -173,6 +181,10 @@ class SecretSource:
                 self._cached = parse(value, self._context, source=self.description)
                 self._version = version
             return self._cached
+
+    def endpoints(self) -> tuple[str, ...]:
+        """The endpoints of the Secret as last read."""
+        return self._cached.endpoints if self._cached is not None else ()
 
 
 def _pem(entry: dict[str, Any], key: str, where: str) -> bytes:
