@@ -81,7 +81,7 @@ def test_a_standby_answers_health_checks_while_it_waits(
             "--kubeconfig",
             str(sandbox.kubeconfig),
             "--talosconfig",
-            str(tmp_path / "unused"),
+            str(usable_talosconfig(tmp_path)),
             "--namespace",
             "nodeos-system",
             "--lease-name",
