@@ -68,9 +68,6 @@ class FakeKube:
         self.plan["status"] = {k: v for k, v in status.items() if v is not None}
         return str(self.version)
 
-    async def patch_plan_spec(self, name: str, spec: dict[str, Any]) -> None:
-        self.plan["spec"].update(spec)
-
     async def remove_plan_annotation(self, name: str, key: str) -> None:
         return None
 

@@ -161,12 +161,6 @@ class SimKube:
         self._reply(fate)
         return self.world.version_of(name)
 
-    async def patch_plan_spec(self, name: str, spec: dict[str, Any]) -> None:
-        fate = await self._call(mutating=True)
-        self.world.edit_spec(lambda s: s.update(spec), f"operator wrote spec {spec}")
-        self.world.record("operator-wrote-spec", detail=str(spec))
-        self._reply(fate)
-
     async def remove_plan_annotation(self, name: str, key: str) -> None:
         fate = await self._call(mutating=True)
         self.world.annotate(key, None, plan=name)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodeos.core.canary import APPROVE_ANNOTATION
 from nodeos.core.planner import PlanRef, plan_ref
 from nodeos.engine.deletion import EngineStillRunningError, release_deleted_plan
 from nodeos.engine.rollout import RETRY_ANNOTATION, EngineDeps, PlanRollout
@@ -497,6 +498,8 @@ class _Driver:
                 world.etcd_unhealthy = False
             case "retry":
                 world.annotate(RETRY_ANNOTATION, "true")
+            case "approve":
+                world.annotate(APPROVE_ANNOTATION, "true")
             case "narrow-selector":
                 excluded = {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [arg]}
                 world.edit_spec(

@@ -592,3 +592,41 @@ def test_a_node_cordoned_by_another_plan_is_requeued_not_taken() -> None:
     )
     first_install = next(i for i, line in enumerate(report.trace) if " install " in line)
     assert "w-1" in report.trace[first_install], "w-1 goes while w-0 is held"
+
+
+# -- issue 12 (found moving the canary rule into core): the canary hold must survive GitOps ------
+
+
+def test_a_canary_pause_holds_in_status_until_approved_and_never_writes_spec() -> None:
+    """pauseAfter used to set spec.paused, which Argo CD's self-heal reverts."""
+    drawn = scenario(
+        workers=4,
+        strategy={"maxUnavailable": 2, "canary": {"count": 1, "pauseAfter": True}},
+    )
+    held_at: list[float] = []
+
+    def configure(driver: _Driver) -> None:
+        def waiting_for_approval(world: World, entry: Entry) -> bool:
+            status = world.status()
+            waiting = [c for c in status.get("conditions") or [] if c.get("type") == "Waiting"]
+            return entry.kind == "status" and any(
+                c.get("reason") == "CanaryAwaitingApproval" and c.get("status") == "True"
+                for c in waiting
+            )
+
+        def approve_later() -> None:
+            held_at.append(driver.loop.time())
+            driver.loop.call_later(600, driver._act, "approve", "")
+
+        driver.when(waiting_for_approval, approve_later)
+
+    report = simulate(drawn, configure)
+    assert_clean(report)
+    assert report.phase == "Completed"
+    assert held_at, "the plan waited for approval"
+    installs = [float(line.split()[0]) for line in report.trace if " install " in line]
+    assert len(installs) == 4
+    assert installs[0] < held_at[0] < held_at[0] + 600 <= installs[1]
+    conditions = {c["type"]: c for c in report.status.get("conditions") or []}
+    assert conditions["CanaryComplete"]["reason"] == "CanaryApproved"
+    assert any("nodeos.dev/approve=None" in line for line in report.trace), "consumed"

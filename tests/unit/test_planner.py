@@ -158,7 +158,9 @@ def test_canary_limits_the_first_batch() -> None:
     nodes = fleet(0, 5)
     assert planner.plan_step(s, {}, [], nodes, NOW).start == ("w-1",)
     assert planner.plan_step(s, {}, ["w-1"], nodes, NOW).start == ()
-    held = planner.plan_step(s, done("w-1"), [], nodes, NOW, canary_released=False)
+    held = planner.plan_step(
+        s, done("w-1"), [], nodes, NOW, canary_hold=planner.Waiting("CanarySoak", "soaking")
+    )
     assert held.start == ()
     assert planner.plan_step(s, done("w-1"), [], nodes, NOW).start == ("w-2", "w-3", "w-4")
 

@@ -86,12 +86,6 @@ class KubeClient:
             raise ConflictError(name) from None
         return str(result["metadata"]["resourceVersion"])
 
-    async def patch_plan_spec(self, name: str, spec: dict[str, Any]) -> None:
-        """Merges ``spec`` into the plan's spec."""
-        await self._run(
-            self.custom.patch_cluster_custom_object, GROUP, VERSION, PLURAL, name, {"spec": spec}
-        )
-
     async def remove_plan_annotation(self, name: str, key: str) -> None:
         """Drops an annotation from the plan."""
         body = {"metadata": {"annotations": {key: None}}}

@@ -163,7 +163,7 @@ def plan_step(
     now: datetime.datetime,
     *,
     operator_node: str | None = None,
-    canary_released: bool = True,
+    canary_hold: Waiting | None = None,
     behind: str | None = None,
     unselected_in_flight: Sequence[NodeView] = (),
     held: Mapping[str, str] | None = None,
@@ -237,8 +237,8 @@ def plan_step(
             "this nodeos version does not evaluate healthChecks or prometheus gates yet; "
             "it will not roll without the gate you asked for. Remove them to proceed.",
         )
-    if not canary_released:
-        return _wait(decision, "CanarySoak", "waiting after the canary batch")
+    if canary_hold is not None:
+        return _replace(decision, waiting=canary_hold)
     try:
         window_open = windows.is_open(spec.maintenance_windows, now)
         upcoming = None if window_open else windows.next_opening(spec.maintenance_windows, now)
@@ -313,6 +313,11 @@ def plan_step(
     if canary and not _canary_done(ordered, progress, canary):
         start = start[: max(0, canary - _started_count(ordered, progress, in_flight))]
     return _replace(decision, start=tuple(start), waiting=None if start else blocked)
+
+
+def current(record: NodeProgress, target: str | None, in_flight: Sequence[str]) -> bool:
+    """Whether a record speaks of the plan's current target (in-flight ones always do)."""
+    return record.name in in_flight or record.target is None or record.target == target
 
 
 def outdated(record: NodeProgress, node: NodeView, spec: UpgradePlanSpec) -> bool:

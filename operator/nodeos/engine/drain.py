@@ -3,16 +3,15 @@
 A round that finds nothing to move also says whether the scheduler still had pods to bind: one
 it placed on the node just before the cordon may yet land there.
 
-Skips DaemonSet pods (when the plan says so), mirror pods, finished and terminating pods, pods
-outside the plan's pod selector, and the operator's own pod. Evictions go through the Eviction
-API, so PodDisruptionBudgets decide; a forced round deletes what eviction could not move.
+Which pods must leave is ``core.pods.must_leave``. Evictions go through the Eviction API, so
+PodDisruptionBudgets decide; a forced round deletes what eviction could not move.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nodeos.core.nodes import matches
+from nodeos.core.pods import must_leave
 from nodeos.models.common import parse_duration
 from nodeos.models.rollout import DrainPolicy
 from nodeos.ports.kube import Eviction, KubeApi, KubeApiError, PodView
@@ -30,19 +29,6 @@ class DrainRound:
     def message(self) -> str:
         """A short account of what blocks the drain."""
         return "; ".join(self.blocked_by[:3]) or "waiting for evicted pods to terminate"
-
-
-def must_leave(pod: PodView, policy: DrainPolicy, own_pod: tuple[str, str] | None) -> bool:
-    """Whether the drain has to move this pod off the node."""
-    if pod.mirror or pod.finished:
-        return False
-    if policy.ignore_daemon_sets and pod.daemon_set:
-        return False
-    if own_pod is not None and (pod.namespace, pod.name) == own_pod:
-        return False
-    if policy.pod_selector is not None:
-        return matches(policy.pod_selector.to_api(), pod.labels)
-    return True
 
 
 async def drain_round(

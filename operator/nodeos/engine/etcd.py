@@ -1,9 +1,10 @@
-"""The etcd gate before a control-plane node: every member started, healthy, not a learner."""
+"""The etcd gate before a control-plane node: asks the members, ``core.etcd`` judges."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from nodeos.core import etcd
 from nodeos.core.nodes import NodeView
 from nodeos.ports.osapi import NodeTarget, OsApi, OsApiError
 
@@ -24,19 +25,13 @@ async def etcd_problem(
             continue
     if members is None:
         return "no control-plane node answered EtcdMemberList"
-    if len(members) == 2:
-        return "etcd has 2 members; losing one loses quorum"
+    if (problem := etcd.membership_problem(members, by_name)) is not None:
+        return problem
     for member in members:
-        if member.is_learner:
-            return f"etcd member {member.hostname} is a learner"
-        member_node = by_name.get(member.hostname)
-        if member_node is None:
-            return f"etcd member {member.hostname} has no matching control-plane node"
         try:
-            status = await osapi.etcd_status(target(member_node))
+            status = await osapi.etcd_status(target(by_name[member.hostname]))
         except OsApiError as error:
             return f"etcd member {member.hostname} did not answer: {error.detail}"
-        if not status.healthy:
-            errors = ", ".join(status.errors) or "no leader"
-            return f"etcd member {member.hostname} is unhealthy: {errors}"
+        if (problem := etcd.member_problem(member, status)) is not None:
+            return problem
     return None

@@ -33,9 +33,11 @@ from nodeos.core.nodes import (
     NodeView,
     matches,
 )
+from nodeos.core.rollouts import rollout_action
+from nodeos.core.summary import set_condition
 from nodeos.engine.rollout import EngineDeps
 from nodeos.engine.routing import Routing
-from nodeos.models.common import parse_duration
+from nodeos.models.common import Condition, parse_duration
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.nodeosconfig import NodeOSConfigSpec
 from nodeos.ports.kube import KubeApiError, NotFoundError
@@ -137,12 +139,11 @@ class ConfigController:
         return self._osapi, self._routing
 
     async def _report_access_problem(self, message: str) -> None:
-        now = datetime.datetime.now(datetime.UTC).isoformat()
         await self.deps.kube.patch_config_status(
             self.name,
             {
                 "message": f"cannot use the OS API credentials: {message}"[:1024],
-                "conditions": [_condition("Ready", False, "CredentialsUnusable", message, now)],
+                "conditions": self._conditions(("Ready", False, "CredentialsUnusable", message)),
             },
         )
 
@@ -252,18 +253,14 @@ class ConfigController:
             current: dict[str, Any] | None = await self.deps.kube.get_plan(self.plan_name)
         except NotFoundError:
             current = None
-        phase = ((current or {}).get("status") or {}).get("phase")
-        if not versions_behind and not reboot_needed:
-            if current is not None and phase in ("Completed", None, "Pending"):
-                await self.deps.kube.delete_plan(self.plan_name)
-            return phase if current is not None else None
         body = self._plan_body(spec, reboot_needed)
-        if current is not None and phase == "Completed" and current.get("spec") == body["spec"]:
-            # Finished, yet nodes still drift (e.g. one came back later): start afresh.
+        drifting = bool(versions_behind or reboot_needed)
+        action, phase = rollout_action(current, body["spec"], drifting=drifting)
+        if action == "Delete":
             await self.deps.kube.delete_plan(self.plan_name)
-            return "Completed"
-        await self.deps.kube.apply_plan(body)
-        return str(phase) if phase else "Pending"
+        elif action == "Apply":
+            await self.deps.kube.apply_plan(body)
+        return phase
 
     def _plan_body(self, spec: NodeOSConfigSpec, reboot_needed: list[str]) -> dict[str, Any]:
         plan_spec: dict[str, Any] = {
@@ -296,6 +293,17 @@ class ConfigController:
         }
 
     # -- status ----------------------------------------------------------------------------------
+
+    def _conditions(self, *wanted: tuple[str, bool, str, str]) -> list[dict[str, Any]]:
+        """The status conditions (``core.summary.set_condition``: times move only on a flip)."""
+        body = self.body()
+        found = (body.get("status") or {}).get("conditions") or []
+        conditions = [Condition.model_validate(c) for c in found]
+        now = datetime.datetime.now(datetime.UTC)
+        generation = body["metadata"].get("generation")
+        for kind, value, reason, message in wanted:
+            conditions = set_condition(conditions, kind, value, reason, message, now, generation)
+        return [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in conditions]
 
     async def _write_status(
         self,
@@ -345,41 +353,28 @@ class ConfigController:
             "upgradePlan": self.plan_name if plan_phase is not None else None,
             "lastInventory": now,
             "message": message[:1024],
-            "conditions": [
-                _condition("Ready", ready, "InSync" if ready else "NotInSync", message, now),
-                _condition(
+            "conditions": self._conditions(
+                ("Ready", ready, "InSync" if ready else "NotInSync", message),
+                (
                     "Drifted",
                     bool(drifted_nodes),
                     "Drift" if drifted_nodes else "NoDrift",
                     f"{len(drifted_nodes)} node(s) drifted",
-                    now,
                 ),
-                _condition(
+                (
                     "Degraded",
                     bool(problems),
                     "ConfigRejected" if problems else "OK",
                     problems[0] if problems else "",
-                    now,
                 ),
-                _condition(
+                (
                     "Progressing",
                     plan_phase == "Progressing",
                     plan_phase or "NoRollout",
                     f"UpgradePlan {self.plan_name} is {plan_phase}"
                     if plan_phase
                     else "no rollout needed",
-                    now,
                 ),
-            ],
+            ),
         }
         await self.deps.kube.patch_config_status(self.name, status)
-
-
-def _condition(kind: str, value: bool, reason: str, message: str, now: str) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": "True" if value else "False",
-        "reason": reason,
-        "message": message[:1024],
-        "lastTransitionTime": now,
-    }

@@ -22,16 +22,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nodeos.core import planner
+from nodeos.core import canary, planner
 from nodeos.core import statemachine as sm
 from nodeos.core.nodes import NodeView, matches
+from nodeos.core.reset import after_change
 from nodeos.engine import metrics
 from nodeos.engine.actions import NodeContext, perform
 from nodeos.engine.etcd import etcd_problem
 from nodeos.engine.report import announce, condition, export_metrics, has_condition, summarise
 from nodeos.engine.routing import Routing
 from nodeos.engine.status import Draft, StatusStore
-from nodeos.models.common import parse_duration
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.rollout import RolloutPolicy
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec, UpgradePlanStatus
@@ -221,7 +221,7 @@ class PlanRollout:
         await self._handle_spec_change(snap)
         selected = self._selected(spec)
         status = self.store.status
-        canary_released = await self._canary_released(spec, selected, _records(status, spec), now)
+        canary_hold = await self._canary(snap, selected, _records(status, spec), now)
         plans = self.plans()
         me = planner.PlanRef(
             self.name,
@@ -241,7 +241,7 @@ class PlanRollout:
                 list(selected.values()),
                 now,
                 operator_node=self.deps.operator_node,
-                canary_released=canary_released,
+                canary_hold=canary_hold,
                 behind=behind,
                 held=held_nodes,
                 unselected_in_flight=[
@@ -278,7 +278,11 @@ class PlanRollout:
                 if name not in draft.in_flight and node and planner.outdated(record, node, spec):
                     del draft.nodes[name]  # it spoke of a Node that is no longer there
             fresh = decide(
-                {n: r for n, r in draft.nodes.items() if _current(r, spec, draft.in_flight)},
+                {
+                    n: r
+                    for n, r in draft.nodes.items()
+                    if planner.current(r, spec.target.version, draft.in_flight)
+                },
                 draft.in_flight,
             )
             if held is not None:
@@ -317,7 +321,8 @@ class PlanRollout:
             node = selected[name]
             previous = draft.nodes.get(name)
             if previous is not None and (
-                not _current(previous, spec, []) or planner.outdated(previous, node, spec)
+                not planner.current(previous, spec.target.version, [])
+                or planner.outdated(previous, node, spec)
             ):
                 previous = None  # of another target or another Node: this is a first attempt
             draft.nodes[name] = sm.start(
@@ -458,21 +463,9 @@ class PlanRollout:
             return
 
         def reset(draft: Draft) -> None:
-            for name, record in list(draft.nodes.items()):
-                if name in draft.in_flight:
-                    continue
-                retried = record.phase in planner.FAILED or record.phase == "Pending"
-                if not (retried or not _current(record, snap.spec, draft.in_flight)):
-                    continue
-                if record.cordoned_by_us is not False:
-                    # Our cordon (or one whose reply was lost) comes off through the ledger
-                    # before the node starts afresh; the uncordon is guarded by our mark.
-                    draft.nodes[name] = sm.replace(
-                        record, phase="Pending", attempt=None, interrupted=None, retry_at=None
-                    )
-                    draft.in_flight.append(name)
-                else:
-                    del draft.nodes[name]
+            draft.nodes, draft.in_flight = after_change(
+                draft.nodes, draft.in_flight, snap.spec.target.version
+            )
             draft.summary.pop("completed_at", None)
 
         await self.store.commit(reset)
@@ -481,44 +474,31 @@ class PlanRollout:
         for name in self.store.status.in_flight:
             self._spawn(name, resumed=True)
 
-    async def _canary_released(
+    async def _canary(
         self,
-        spec: UpgradePlanSpec,
+        snap: _Snapshot,
         selected: Mapping[str, NodeView],
         progress: Mapping[str, NodeProgress],
         now: datetime.datetime,
-    ) -> bool:
-        canary = spec.strategy.canary
-        if not canary.count:
-            return True
-        names = planner.canary_nodes(spec, list(selected.values()), self.deps.operator_node)
-        records = [progress.get(n) for n in names]
-        if not all(r is not None and r.phase in planner.TERMINAL for r in records):
-            return True  # the planner itself holds back everything past the canary batch
-        if has_condition(self.store.status.conditions, "CanaryComplete"):
-            return True
-        finished = max((r.since for r in records if r is not None and r.since), default=now)
-        if canary.pause_after:
-            await self.deps.kube.patch_plan_spec(self.name, {"paused": True})
-            await self.store.commit(
-                lambda d: condition(
-                    d,
-                    "CanaryComplete",
-                    True,
-                    "CanaryPaused",
-                    "canary batch done; unpause the plan to continue",
-                    now,
-                )
-            )
-            return False
-        if canary.soak and now < finished + parse_duration(canary.soak):
-            return False
-        await self.store.commit(
-            lambda d: condition(
-                d, "CanaryComplete", True, "CanarySoaked", "canary batch done and soaked", now
-            )
+    ) -> planner.Waiting | None:
+        """Why the rest waits behind the canary batch (the rule: ``core.canary.gate``)."""
+        policy = snap.spec.strategy.canary
+        verdict = canary.gate(
+            policy,
+            planner.canary_nodes(snap.spec, list(selected.values()), self.deps.operator_node),
+            progress,
+            recorded=has_condition(self.store.status.conditions, "CanaryComplete"),
+            approved=canary.APPROVE_ANNOTATION in snap.annotations,
+            now=now,
         )
-        return True
+        if verdict.complete is not None:
+            reason, message = verdict.complete
+            await self.store.commit(
+                lambda d: condition(d, "CanaryComplete", True, reason, message, now)
+            )
+        if canary.APPROVE_ANNOTATION in snap.annotations and verdict.hold is None:
+            await self.deps.kube.remove_plan_annotation(self.name, canary.APPROVE_ANNOTATION)
+        return verdict.hold
 
     def _sleep_for(self, now: datetime.datetime) -> float:
         upcoming = [
@@ -529,13 +509,9 @@ class PlanRollout:
         return max(0.05, min([_IDLE_WAKE_S, *upcoming]))
 
 
-def _current(record: NodeProgress, spec: UpgradePlanSpec, in_flight: list[str]) -> bool:
-    """Whether a record speaks of the plan's current target (in-flight ones always do)."""
-    return record.name in in_flight or record.target is None or record.target == spec.target.version
-
-
 def _records(status: UpgradePlanStatus, spec: UpgradePlanSpec) -> dict[str, NodeProgress]:
-    return {r.name: r for r in status.nodes if _current(r, spec, status.in_flight)}
+    target = spec.target.version
+    return {r.name: r for r in status.nodes if planner.current(r, target, status.in_flight)}
 
 
 def _policy(spec: UpgradePlanSpec) -> RolloutPolicy:

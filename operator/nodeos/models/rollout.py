@@ -77,8 +77,9 @@ class CanaryPolicy(ApiModel):
     count: int = Field(default=0, ge=0, le=1000, description="Nodes in the canary batch.")
     pause_after: bool = Field(
         default=False,
-        description="After the canary batch, set spec.paused=true and wait for a person to "
-        "unpause.",
+        description="After the canary batch, wait for a person: the rest starts once the plan "
+        "is annotated nodeos.dev/approve=true (the operator never writes spec, so GitOps "
+        "tools leave the hold alone).",
     )
     soak: Duration | None = Field(
         default=None, description="After the canary batch, wait this long before continuing."

@@ -88,10 +88,6 @@ class KubeApi(Protocol):
         """Replaces the plan's status if unchanged since ``resource_version``; new version."""
         ...
 
-    async def patch_plan_spec(self, name: str, spec: dict[str, Any]) -> None:
-        """Merges into the plan's spec (used to pause after a canary batch)."""
-        ...
-
     async def remove_plan_annotation(self, name: str, key: str) -> None:
         """Removes one annotation from the plan."""
         ...

@@ -1,0 +1,37 @@
+"""What a spec change or a retry does to a plan's node records. Pure.
+
+Records of nodes in flight stay: those nodes finish under the new spec. A record that failed,
+that is pending, or that speaks of another target starts afresh. If the node may still carry
+our cordon, the record goes back to Pending inside the in-flight ledger, so its worker takes
+the cordon off (guarded by our mark) before the node is planned again; otherwise the record is
+dropped and the planner sees the node as new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from nodeos.core.planner import FAILED, current
+from nodeos.core.statemachine import replace
+from nodeos.models.upgradeplan import NodeProgress
+
+
+def after_change(
+    nodes: Mapping[str, NodeProgress], in_flight: Sequence[str], target: str | None
+) -> tuple[dict[str, NodeProgress], list[str]]:
+    """The records and in-flight ledger once the plan's spec changed or it was retried."""
+    records, ledger = dict(nodes), list(in_flight)
+    for name, record in nodes.items():
+        if name in in_flight:
+            continue
+        again = record.phase in FAILED or record.phase == "Pending"
+        if not again and current(record, target, in_flight):
+            continue
+        if record.cordoned_by_us is not False:
+            records[name] = replace(
+                record, phase="Pending", attempt=None, interrupted=None, retry_at=None
+            )
+            ledger.append(name)
+        else:
+            del records[name]
+    return records, ledger
