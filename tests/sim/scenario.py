@@ -177,6 +177,7 @@ def generate(seed: int) -> Scenario:
     # some reboots are over before the Node is seen NotReady (a Ready left from the old boot)
     reboot_s = {name: rng.choice([rng.uniform(3, 60), 0.3]) for name in names}
     rival = _rival(seed, names, actions)
+    _recreation(seed, actions)
     actions.sort()
     return Scenario(
         seed,
@@ -191,6 +192,14 @@ def generate(seed: int) -> Scenario:
         reboot_s,
         rival,
     )
+
+
+def _recreation(seed: int, actions: list[tuple[float, str, str]]) -> None:
+    """Half the deleted plans are created again under the same name (own generator)."""
+    rng = random.Random(seed * 389 + 17)
+    for when, what, _ in list(actions):
+        if what == "delete-plan" and rng.random() < 0.5:
+            actions.append((when + rng.uniform(5, 300), "recreate-plan", ""))
 
 
 def _rival(
@@ -271,6 +280,7 @@ class _Driver:
         self.clock_offset = 0.0
         self.task: asyncio.Task[None] | None = None
         self.incarnations = 0
+        self.recreations = 0
         self.loop_errors: list[str] = []
         self.cues: list[tuple[Callable[[World, Any], bool], Callable[[], None]]] = []
         self._now_cues: dict[int, Callable[[], None]] = {}
@@ -513,6 +523,11 @@ class _Driver:
             case "clock-jump":
                 self.clock_offset += float(arg)
                 world.record("clock-jump", detail=f"{arg}s")
+            case "recreate-plan":
+                if not world.deleted:
+                    self.loop.call_later(30.0, self._act, what, arg)  # kubectl: still there
+                    return
+                self._recreate()
             case "delete-plan":
                 world.plan["metadata"]["deletionTimestamp"] = "2026-01-05T00:00:00Z"
                 world.resource_version += 1
@@ -520,6 +535,31 @@ class _Driver:
                 if self.life is not None and self.rollout is not None and self.kube is not None:
                     handler = self._finalize(self.life, self.kube, self.rollout)
                     self.finalizers.append(asyncio.ensure_future(handler))
+
+    def _recreate(self) -> None:
+        """`kubectl apply` of the same plan after its deletion finished: a new object."""
+        world = self.world
+        self.recreations += 1
+        world.plan = {
+            "apiVersion": "nodeos.dev/v1alpha1",
+            "kind": "UpgradePlan",
+            "metadata": {
+                "name": PLAN,
+                "uid": f"plan-uid-{self.recreations}",
+                "generation": 1,
+                "creationTimestamp": at(self.loop.time()).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "annotations": {},
+            },
+            "spec": copy.deepcopy(self.scenario.spec),
+        }
+        world.deleted = False
+        world.resource_version += 1
+        self.checker.progressed = False
+        world.record("plan-recreated")
+        if self.life is not None and self.life.alive and self.kube is not None:
+            rng = random.Random(self.scenario.seed * 53 + self.recreations)
+            osapi = SimOsApi(world, self.scenario.rates, rng, self.life, PLAN)
+            self.rollout = self._start_rollout(PLAN, osapi)
 
     def _api_down_since(self, start: float) -> float:
         now = self.loop.time()

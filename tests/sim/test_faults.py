@@ -630,3 +630,15 @@ def test_a_canary_pause_holds_in_status_until_approved_and_never_writes_spec() -
     conditions = {c["type"]: c for c in report.status.get("conditions") or []}
     assert conditions["CanaryComplete"]["reason"] == "CanaryApproved"
     assert any("nodeos.dev/approve=None" in line for line in report.trace), "consumed"
+
+
+def test_a_plan_deleted_mid_rollout_and_created_again_finishes_the_job() -> None:
+    """The new object has the old name (so the old marks would look like its own): the
+    deletion handler must have taken them off first, and nodes done before are not redone."""
+    drawn = scenario(workers=4, actions=[(15.0, "delete-plan", ""), (20.0, "recreate-plan", "")])
+    report = simulate(drawn)
+    assert_clean(report)
+    assert report.phase == "Completed"
+    assert any("plan-recreated" in line for line in report.trace)
+    for node in ("w-0", "w-1", "w-2", "w-3"):
+        assert len(journal(report, "install", node)) <= 1, node

@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from nodeos.core import canary, planner
 from nodeos.core import statemachine as sm
 from nodeos.core.nodes import NodeView, matches
@@ -31,6 +29,7 @@ from nodeos.engine.actions import NodeContext, perform
 from nodeos.engine.etcd import etcd_problem
 from nodeos.engine.report import announce, condition, export_metrics, has_condition, summarise
 from nodeos.engine.routing import Routing
+from nodeos.engine.snapshot import InvalidSpecError, PlanReader, Snapshot
 from nodeos.engine.status import Draft, StatusStore
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.rollout import RolloutPolicy
@@ -67,28 +66,6 @@ class EngineDeps:
     poll_s: float = 0.5
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """The plan as read at one instant (kopf changes the body in place between awaits)."""
-
-    spec: UpgradePlanSpec
-    generation: int
-    annotations: Mapping[str, str]
-    created: str
-
-
-class InvalidSpecError(Exception):
-    """The plan's spec does not validate (e.g. written for another version of nodeos)."""
-
-
-def _describe(error: ValidationError) -> str:
-    """The first problem, with the field's path as the API spells it."""
-    first = error.errors()[0]
-    path = ".".join(str(part) for part in ("spec", *first["loc"]))
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{path}: {first['msg']}{more}; no new node starts until the spec is fixed"
-
-
 class PlanRollout:
     """The engine for one plan, alive as long as the plan's kopf daemon."""
 
@@ -118,7 +95,7 @@ class PlanRollout:
         self._last_error: str | None = None
         self._stopping = False
         self.finished = asyncio.Event()
-        self._good: _Snapshot | None = None
+        self.reader = PlanReader(body)
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -188,29 +165,17 @@ class PlanRollout:
                 lambda d: condition(d, "ReconcileError", True, reason, text, now)
             )
 
-    def _snapshot(self) -> _Snapshot:
-        body = self.body()
-        metadata = body["metadata"]
-        try:
-            spec = UpgradePlanSpec.model_validate(body["spec"])
-        except ValidationError as error:
-            raise InvalidSpecError(_describe(error)) from None
-        self._good = _Snapshot(
-            spec=spec,
-            generation=int(metadata.get("generation", 0)),
-            annotations=dict(metadata.get("annotations") or {}),
-            created=str(metadata.get("creationTimestamp", "")),
-        )
-        return self._good
+    def _snapshot(self) -> Snapshot:
+        return self.reader.read()
 
     def _worker_spec(self) -> UpgradePlanSpec:
         """The spec for in-flight nodes: the current one, or the last valid one if it is not."""
         try:
             return self._snapshot().spec
         except InvalidSpecError:
-            if self._good is None:
+            if self.reader.last_good is None:
                 raise
-            return self._good.spec
+            return self.reader.last_good.spec
 
     async def step(self) -> float:
         """One reconciliation; returns how long to sleep unless woken earlier."""
@@ -453,7 +418,7 @@ class PlanRollout:
         selector = spec.node_selector.to_api()
         return {name: node for name, node in self.nodes().items() if matches(selector, node.labels)}
 
-    async def _handle_spec_change(self, snap: _Snapshot) -> None:
+    async def _handle_spec_change(self, snap: Snapshot) -> None:
         status = self.store.status
         retry = RETRY_ANNOTATION in snap.annotations
         changed = (
@@ -476,7 +441,7 @@ class PlanRollout:
 
     async def _canary(
         self,
-        snap: _Snapshot,
+        snap: Snapshot,
         selected: Mapping[str, NodeView],
         progress: Mapping[str, NodeProgress],
         now: datetime.datetime,
