@@ -29,13 +29,13 @@ import datetime
 from dataclasses import dataclass
 from typing import Literal
 
+from nodeos.core import failures
 from nodeos.models.common import parse_duration
 from nodeos.models.rollout import RolloutPolicy
 from nodeos.models.upgradeplan import NodeProgress
 
-MAX_INTERRUPTIONS = 3
 FINAL = frozenset({"Done", "Failed", "RolledBack"})
-NOT_RETRIED = frozenset({"BootFallback", "NotRebooted", "NeverReturned", "RollbackFailed"})
+MAX_INTERRUPTIONS = failures.MAX_INTERRUPTIONS
 
 ActionKind = Literal[
     "Cordon",
@@ -380,48 +380,16 @@ def fail(
     allow_rollback: bool = True,
     interrupted: bool = False,
 ) -> NodeProgress:
-    """A failed attempt: back to Pending with a retry time, or Failed when out of retries.
-
-    ``interrupted``: the attempt ended through no fault of the node (an unconfirmed install);
-    the next attempt does not count against ``retries``.
-    """
-    policy = ctx.policy.failure_policy
-    attempt = progress.attempt or 0
-    free = (progress.interrupted or 0) + (1 if interrupted else 0)
-    free = min(free, MAX_INTERRUPTIONS)
-    counted = attempt + 1 - free
-    common: dict[str, object] = {
-        "since": now,
-        "reason": reason,
-        "message": message,
-        "deadline": None,
-        "reboot_requested_at": None,
-        "unconfirmed": None,
-    }
-    if reason not in NOT_RETRIED and counted <= policy.retries:
-        backoff = parse_duration(policy.retry_backoff) * (2 ** max(0, counted - 1))
-        backoff = min(backoff, datetime.timedelta(hours=1))
-        if interrupted:
-            backoff = datetime.timedelta(0)
-        return replace(
-            progress,
-            phase="Pending",
-            attempt=attempt + 1,
-            interrupted=free or None,
-            retry_at=now + backoff,
-            **common,
-        )
-    if policy.rollback and allow_rollback and reason == "Unhealthy":
-        return replace(
-            progress,
-            phase="RollingBack",
-            **{
-                **common,
-                "deadline": now + parse_duration(policy.node_timeout),
-                "reason": "Unhealthy",
-            },
-        )
-    return replace(progress, phase="Failed", retry_at=None, **common)
+    """A failed attempt (the rules: ``core.failures.fail``)."""
+    return failures.fail(
+        progress,
+        reason,
+        message,
+        ctx.policy,
+        now,
+        allow_rollback=allow_rollback,
+        interrupted=interrupted,
+    )
 
 
 def _check_deadline(
@@ -432,62 +400,18 @@ def _check_deadline(
     *,
     unhealthy: bool = False,
 ) -> NodeProgress:
-    if progress.deadline is None or now < progress.deadline:
-        return progress
-    detail = result.message or "no progress"
-    match progress.phase:
-        case "Rebooting" if progress.reboot_requested_at is None:
-            return fail(
-                progress,
-                "Unreachable",
-                f"could not ask the node to reboot before the deadline ({detail})",
-                ctx,
-                now,
-            )
-        case "Rebooting":
-            if result.ok and not result.transient and result.boot_id == progress.boot_id:
-                return fail(
-                    progress,
-                    "NotRebooted",
-                    "installed but the node never rebooted (boot ID unchanged at the deadline)",
-                    ctx,
-                    now,
-                )
-            return fail(
-                progress,
-                "NeverReturned",
-                f"the node did not come back from its reboot before the deadline ({detail})",
-                ctx,
-                now,
-            )
-        case "RollingBack":
-            return fail(
-                progress,
-                "RollbackFailed",
-                f"the rollback did not finish before the deadline ({detail})",
-                ctx,
-                now,
-                allow_rollback=False,
-            )
-        case "Verifying" if unhealthy:
-            return fail(
-                progress, "Unhealthy", result.message or "not Ready after the upgrade", ctx, now
-            )
-        case _:
-            return fail(
-                progress,
-                "Timeout",
-                f"{progress.phase} did not finish before its deadline ({detail})",
-                ctx,
-                now,
-            )
+    return failures.past_deadline(
+        progress,
+        ctx.policy,
+        now,
+        detail=result.message,
+        same_boot=result.ok and not result.transient and result.boot_id == progress.boot_id,
+        unhealthy=unhealthy,
+    )
 
 
 def _node_deadline(progress: NodeProgress, ctx: Context) -> datetime.datetime | None:
-    started = progress.started_at if progress.started_at else progress.since
-    if started is None:
-        return None
-    return started + parse_duration(ctx.policy.failure_policy.node_timeout)
+    return failures.node_deadline(progress, ctx.policy)
 
 
 def _enter(
