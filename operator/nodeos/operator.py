@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 
 import kopf
@@ -21,6 +22,7 @@ from nodeos.adapters.lease import LeaderElection
 from nodeos.adapters.osapi.talosconfig import FileSource, TalosConfigError
 from nodeos.config import OperatorConfig
 from nodeos.handlers import lifecycle
+from nodeos.ports.fence import FENCE
 
 log = logging.getLogger("nodeos")
 LEADER = Gauge("nodeos_leader", "1 while this replica holds the leader Lease and acts")
@@ -62,8 +64,14 @@ async def run(cfg: OperatorConfig) -> int:
             return 2
 
         def on_lost() -> None:
+            # Before the Lease can expire for a standby: no request leaves this process any
+            # more, the operator stops, and if stopping takes longer than the margin the
+            # process exits regardless (the next leader resumes from the plans' status).
+            FENCE.close("this replica lost the leader Lease")
             lost.set()
             stop.set()
+            margin = election.duration_s - election.renew_deadline_s
+            loop.call_later(max(1.0, margin - 1.0), _exit_now)
 
         holder = asyncio.create_task(election.hold(on_lost))
     status.leader = True
@@ -86,6 +94,12 @@ async def run(cfg: OperatorConfig) -> int:
         if election is not None and not lost.is_set():
             await asyncio.to_thread(election.release)
     return 1 if lost.is_set() else 0
+
+
+def _exit_now() -> None:
+    log.error("still stopping after losing the lease; exiting now")
+    logging.shutdown()
+    os._exit(1)
 
 
 class _Role:

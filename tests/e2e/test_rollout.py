@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from helpers.e2e import (
     OperatorProcess,
+    Partition,
     SimulatorProcess,
     deployment,
     is_ready,
@@ -462,3 +463,48 @@ def test_an_overlapping_plan_queues_until_the_first_one_finishes(env_factory: An
     env.wait_phase("second", "Completed", 90)
     assert env.node("worker-1").status.node_info.os_image == "Talos (v1.14.0)"
     assert env.upgrade_calls() == {"worker-1": 2, "worker-2": 2}
+
+
+def test_a_leader_cut_off_from_the_api_server_stops_before_the_standby_acts(
+    env_factory: Any, sandbox: cluster.Sandbox, tmp_path: Path
+) -> None:
+    """Not killed: partitioned. It can still reach the nodes, so it must stop on its own,
+    before the standby's first OS API call (design.md, invariant 8)."""
+    env: Env = env_factory("--control-planes", "0", "--workers", "6", "--reboot-seconds", "4")
+    env.op.stop()  # the default replica: this test runs its own pair
+    partition = Partition(sandbox.kubeconfig, tmp_path)
+    try:
+        cut_off = env.op.start("cut-off", kubeconfig=partition.kubeconfig)
+        wait_for("cut-off to lead", lambda: "holding the lease" in cut_off.log.read_text(), 60)
+        standby = env.op.start("standby", talosconfig=env.sim.workdir / "talosconfig-spare")
+        wait_for("the standby", lambda: "waiting for the lease" in standby.log.read_text(), 30)
+        with InvariantMonitor(env.kube, set(WORKERS[:5]) | {"worker-6"}, 2) as watch:
+            env.apply_plan("partitioned", strategy={"maxUnavailable": 2})
+            wait_for(
+                "a node rebooting",
+                lambda: any(r["phase"] == "Rebooting" for r in env.records("partitioned").values()),
+                60,
+            )
+            partition.cut()
+            assert cut_off.process is not None
+            wait_for("cut-off to exit", lambda: cut_off.process.poll() is not None, 30)  # type: ignore[union-attr]
+            env.wait_phase("partitioned", "Completed", 180)
+        exited_after = time.time() - partition.cut_at  # type: ignore[operator]
+    finally:
+        partition.close()
+    assert cut_off.process.returncode == 1, processes_log(cut_off)
+    assert watch.violations == [], watch.violations[:5]
+    assert "holding the lease" in standby.log.read_text()
+    calls = read_journal(env.sim.workdir / "calls.jsonl")
+    old = [c.at for c in calls if c.client == "nodeos-client"]
+    new = [c.at for c in calls if c.client == "nodeos-client-spare"]
+    assert old and new, "both replicas acted, one after the other"
+    assert max(old) < min(new), (
+        f"the old leader called at {max(old):.2f}, after the new one's first {min(new):.2f}"
+    )
+    assert_clean_finish(env, "partitioned", [*WORKERS[:5], "worker-6"])
+    assert exited_after < 30
+
+
+def processes_log(child: Any) -> str:
+    return str(child.log.read_text()[-3000:])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client, config
 
 from nodeos.sandbox import cluster, kwok, processes
@@ -113,7 +118,13 @@ class OperatorProcess:
     namespace: str = "nodeos-system"
     metrics_ports: dict[str, int] = field(default_factory=dict)
 
-    def start(self, identity: str = "op-a") -> processes.Child:
+    def start(
+        self,
+        identity: str = "op-a",
+        *,
+        talosconfig: Path | None = None,
+        kubeconfig: Path | None = None,
+    ) -> processes.Child:
         self.starts += 1
         log = self.workdir / f"operator-{identity}-{self.starts}.log"
         self.metrics_ports[identity] = processes.free_port()
@@ -125,9 +136,9 @@ class OperatorProcess:
                 "nodeos",
                 "run",
                 "--kubeconfig",
-                str(self.kubeconfig or self.sandbox.kubeconfig),
+                str(kubeconfig or self.kubeconfig or self.sandbox.kubeconfig),
                 "--talosconfig",
-                str(self.talosconfig),
+                str(talosconfig or self.talosconfig),
                 "--namespace",
                 self.namespace,
                 "--identity",
@@ -201,3 +212,62 @@ def deployment(name: str, replicas: int, node_selector: dict[str, str]) -> dict[
             },
         },
     }
+
+
+class Partition:
+    """A TCP relay in front of the API server that a test can cut.
+
+    Once cut, nothing passes in either direction: requests already sent and new connections
+    hang (the worst case for a client: no error, no answer), as in a network partition.
+    Whatever was held back is dropped, never delivered late.
+    """
+
+    def __init__(self, kubeconfig: Path, workdir: Path) -> None:
+        document = yaml.safe_load(kubeconfig.read_text())
+        server = urllib.parse.urlsplit(document["clusters"][0]["cluster"]["server"])
+        self._upstream = (server.hostname or "127.0.0.1", server.port or 443)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        port = self._listener.getsockname()[1]
+        document["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+        self.kubeconfig = workdir / "kubeconfig-through-partition"
+        self.kubeconfig.write_text(yaml.safe_dump(document))
+        self.cut_at: float | None = None
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self.cut_at = time.time()
+
+    def close(self) -> None:
+        self._closed.set()
+        for sock in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                downstream, _ = self._listener.accept()
+            except OSError:
+                return
+            self._sockets.append(downstream)
+            if self.cut_at is not None:
+                continue  # accepted, never answered
+            upstream = socket.create_connection(self._upstream)
+            self._sockets.append(upstream)
+            for source, sink in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data = source.recv(65536)
+                if not data or self.cut_at is not None:
+                    break
+                sink.sendall(data)
+        if self.cut_at is None:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)  # a normal end of the connection
+        while self.cut_at is not None and not self._closed.is_set():
+            time.sleep(0.1)  # hold both ends open: the client sees a hang, not a reset

@@ -25,6 +25,7 @@ from prometheus_client import Counter
 from urllib3.exceptions import HTTPError
 
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
+from nodeos.ports.fence import FENCE
 from nodeos.ports.kube import (
     ConflictError,
     Cordon,
@@ -50,6 +51,7 @@ class KubeClient:
         self.component = component
 
     async def _run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        FENCE.check()
         REQUESTS.inc()
         try:
             return await asyncio.to_thread(func, *args, **kwargs)

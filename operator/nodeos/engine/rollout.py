@@ -34,6 +34,7 @@ from nodeos.engine.status import Draft, StatusStore
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.rollout import RolloutPolicy
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec, UpgradePlanStatus
+from nodeos.ports.fence import FencedError
 from nodeos.ports.kube import KubeApi
 from nodeos.ports.osapi import OsApi
 
@@ -306,6 +307,8 @@ class PlanRollout:
             await self._drive(name, resumed)
         except asyncio.CancelledError:
             raise
+        except FencedError:
+            return  # this replica lost the Lease: the next leader resumes the node
         except Exception:
             # The node keeps its slot; the next step resumes it as after a restart.
             log.exception("%s: the worker for %s failed; resuming it shortly", self.name, name)

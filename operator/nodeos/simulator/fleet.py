@@ -6,6 +6,7 @@ along and hands power changes to the listeners (e.g. the Kubernetes Node driver)
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 from collections.abc import Callable
@@ -16,16 +17,19 @@ from nodeos.simulator.node import Power, SimulatedNode, Transition
 
 Clock = Callable[[], float]
 Listener = Callable[[Transition], None]
+# the common name of the client certificate of the call being served (set per call)
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
 
 @dataclass(frozen=True)
 class Call:
     """One call the simulator served (or refused)."""
 
-    at: float
+    at: float  # wall-clock seconds
     node: str
     method: str
     code: str
+    client: str = ""  # the caller's certificate common name
 
 
 class Fleet:
@@ -74,7 +78,7 @@ class Fleet:
 
     def record(self, node: str, method: str, code: str) -> None:
         """Adds a call to the journal (memory, and the journal file when set)."""
-        call = Call(at=time.time(), node=node, method=method, code=code)
+        call = Call(at=time.time(), node=node, method=method, code=code, client=CALLER.get())
         self.calls.append(call)
         if self.journal is not None:
             with self.journal.open("a") as out:

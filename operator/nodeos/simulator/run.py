@@ -1,7 +1,8 @@
 """``nodeos simulate``: runs a simulated fleet until stopped, and says how to reach it.
 
 Writes into ``--dir``: ``talosconfig`` (os:admin), ``talosconfig-spare`` (another os:admin
-certificate, for rotation), ``talosconfig-reader`` (os:reader),
+certificate with another common name, for rotation and a second replica),
+``talosconfig-reader`` (os:reader),
 ``calls.jsonl`` (every call served) and ``simulator.json`` (endpoint, port, nodes and addresses),
 so tests, the operator and the demo in other processes can find it.
 """
@@ -69,7 +70,9 @@ async def serve(options: Options, stop: asyncio.Event) -> None:
         options.workdir / "talosconfig",
         validity=datetime.timedelta(seconds=options.client_cert_validity_s),
     )
-    simulator.write_talosconfig(options.workdir / "talosconfig-spare")
+    simulator.write_talosconfig(
+        options.workdir / "talosconfig-spare", common_name="nodeos-client-spare"
+    )
     simulator.write_talosconfig(options.workdir / "talosconfig-reader", roles=("os:reader",))
     info = {
         "endpoint": simulator.endpoint,

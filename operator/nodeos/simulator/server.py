@@ -113,10 +113,14 @@ class Simulator:
         *,
         validity: datetime.timedelta = datetime.timedelta(days=1),
         context: str = "simulator",
+        common_name: str = "nodeos-client",
     ) -> str:
-        """A talosconfig whose client certificate carries ``roles``."""
+        """A talosconfig whose client certificate carries ``roles`` and ``common_name``.
+
+        The journal records the common name as the caller.
+        """
         client = self.ca.issue(
-            "nodeos-client", organizations=tuple(roles), client=True, validity=validity
+            common_name, organizations=tuple(roles), client=True, validity=validity
         )
         endpoints = [self.endpoint]
         return yaml.safe_dump(
@@ -141,9 +145,10 @@ class Simulator:
         roles: Sequence[str] = ("os:admin",),
         *,
         validity: datetime.timedelta = datetime.timedelta(days=1),
+        common_name: str = "nodeos-client",
     ) -> Path:
         """Writes a talosconfig with mode 0600 (atomically, so readers never see half a file)."""
-        text = self.talosconfig(roles, validity=validity)
+        text = self.talosconfig(roles, validity=validity, common_name=common_name)
         temporary = path.with_name(f".{path.name}.tmp")
         pki.write_pem(temporary, text.encode(), secret=True)
         temporary.replace(path)

@@ -25,7 +25,7 @@ from nodeos.osapi.v1 import (
     machine_pb2_grpc,
 )
 from nodeos.ports.osapi import BOOT_ID_PATH, CONFIG_PATH
-from nodeos.simulator.fleet import Fleet
+from nodeos.simulator.fleet import CALLER, Fleet
 from nodeos.simulator.node import SimulatedError, SimulatedInstallError, SimulatedNode
 
 # grpc.aio.ServicerContext; grpcio ships no type information.
@@ -64,6 +64,7 @@ class Gate:
     async def enter(self, context: Context, method: str) -> SimulatedNode:
         """The node this call is for, once it may proceed; aborts the call otherwise."""
         metadata = dict(context.invocation_metadata() or ())
+        CALLER.set(_common_name(context))
         target = str(metadata.get("node") or self.default_node)
         node = self.fleet.find(target)
         name = node.name if node else target
@@ -396,6 +397,18 @@ def _roles(context: Context) -> frozenset[str]:
     if not certificates:
         return frozenset()
     return _roles_of(bytes(certificates[0]))
+
+
+def _common_name(context: Context) -> str:
+    certificates = context.auth_context().get("x509_pem_cert") or []
+    return _common_name_of(bytes(certificates[0])) if certificates else ""
+
+
+@functools.lru_cache(maxsize=64)
+def _common_name_of(pem: bytes) -> str:
+    cert = x509.load_pem_x509_certificate(pem)
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
 
 
 @functools.lru_cache(maxsize=64)

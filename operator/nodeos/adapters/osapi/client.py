@@ -28,6 +28,7 @@ from nodeos.osapi.v1 import (
     machine_pb2,
     machine_pb2_grpc,
 )
+from nodeos.ports.fence import FENCE
 from nodeos.ports.osapi import (
     BOOT_ID_PATH,
     ApplyMode,
@@ -311,6 +312,7 @@ class TalosClient:
         *,
         timeout_s: float | None = None,
     ) -> T:
+        FENCE.check()
         started = time.monotonic()
         metadata: _Metadata = (("node", node.route),) if node.route else ()
         for attempt in (1, 2):
