@@ -170,7 +170,9 @@ def test_inventory_of_a_20_node_fleet_then_a_version_change_rolls_it(
     assert f'nodeos_fleet_nodes{{config="fleet",version="{OLD}"}} 20.0' in metrics
     assert 'nodeos_fleet_unreachable_nodes{config="fleet"} 0.0' in metrics
 
-    with InvariantMonitor(fleet.kube, set(fleet.nodes), 3) as watch:
+    with InvariantMonitor(
+        fleet.kube, set(fleet.nodes), 3, journal=fleet.sim.workdir / "calls.jsonl", target=NEW
+    ) as watch:
         started = time.monotonic()
         fleet.apply_config(
             "fleet", os={"version": NEW}, rollout={"strategy": {"maxUnavailable": 3}}
@@ -222,7 +224,9 @@ def test_no_reboot_patch_is_applied_without_cordoning_then_a_reboot_patch_is_rol
         annotations = fleet.core.read_node(node).metadata.annotations
         assert annotations["nodeos.dev/config-drifted"] == "false"
 
-    with InvariantMonitor(fleet.kube, set(fleet.nodes), 1) as watch:
+    with InvariantMonitor(
+        fleet.kube, set(fleet.nodes), 1, journal=fleet.sim.workdir / "calls.jsonl"
+    ) as watch:
         fleet.apply_config("live", config={"mode": "Auto", "patches": [LIVE_PATCH, REBOOT_PATCH]})
         wait_for("a rollout plan", lambda: fleet.status("live").get("upgradePlan"), 60)
         try:

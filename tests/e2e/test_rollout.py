@@ -191,6 +191,17 @@ def workload(env: Env, replicas: int, min_available: int, selector: dict[str, st
     wait_for("the workload to run", running)
 
 
+def monitor(env: Env, nodes: list[str], max_unavailable: int) -> InvariantMonitor:
+    """The exact monitor over ``nodes``, with the simulator's journal of installs and reboots."""
+    return InvariantMonitor(
+        env.kube,
+        set(nodes),
+        max_unavailable,
+        journal=env.sim.workdir / "calls.jsonl",
+        target=NEW,
+    )
+
+
 def assert_clean_finish(env: Env, plan: str, nodes: list[str]) -> None:
     for name in nodes:
         node = env.node(name)
@@ -209,13 +220,13 @@ def test_mixed_fleet_rolls_control_plane_first_then_workers_two_at_a_time(
 ) -> None:
     env: Env = env_factory("--reboot-seconds", "2")
     workload(env, replicas=10, min_available=8, selector={"type": "kwok"})
-    with InvariantMonitor(env.kube, set(CP + WORKERS), 2, pdb=(env.namespace, "web")) as watch:
+    with monitor(env, CP + WORKERS, 2) as watch:
         started = time.monotonic()
         env.apply_plan("mixed", strategy={"maxUnavailable": 2})
         env.wait_phase("mixed", "Completed", 180)
         elapsed = time.monotonic() - started
     assert watch.violations == [], watch.violations[:5]
-    assert watch.samples > 20
+    assert watch.events["Node"] > 30 and watch.events["UpgradePlan"] > 10, watch.events
     assert watch.peak_unavailable == 2, "workers went two at a time"
     assert_clean_finish(env, "mixed", CP + WORKERS)
     records = env.records("mixed")
@@ -249,7 +260,7 @@ def test_operator_killed_mid_rollout_resumes_without_breaking_invariants(
     kill_at = KILL_POINTS
     env: Env = env_factory("--reboot-seconds", "3")
     workload(env, replicas=6, min_available=5, selector={"type": "kwok"})
-    with InvariantMonitor(env.kube, set(CP + WORKERS), 2, pdb=(env.namespace, "web")) as watch:
+    with monitor(env, CP + WORKERS, 2) as watch:
         env.apply_plan("crashy", strategy={"maxUnavailable": 2})
         for phases in kill_at:
             wait_for(
@@ -263,6 +274,7 @@ def test_operator_killed_mid_rollout_resumes_without_breaking_invariants(
             env.op.start()
         env.wait_phase("crashy", "Completed", 240)
     assert watch.violations == [], watch.violations[:5]
+    assert watch.events["Node"] > 30 and watch.events["Pod"] > 5, watch.events
     assert_clean_finish(env, "crashy", CP + WORKERS)
     assert env.op.starts == 1 + len(kill_at)
 
@@ -406,7 +418,7 @@ def test_a_node_cordoned_beforehand_stays_cordoned(env_factory: Any) -> None:
     env: Env = env_factory("--control-planes", "0", "--workers", "3", "--reboot-seconds", "1")
     env.core.patch_node("worker-2", {"spec": {"unschedulable": True}})
     # worker-2 spends one of the two slots for the whole rollout: one more node at a time.
-    with InvariantMonitor(env.kube, set(WORKERS[:3]), 1) as watch:
+    with monitor(env, WORKERS[:3], 1) as watch:
         env.apply_plan("precordoned", strategy={"maxUnavailable": 2})
         env.wait_phase("precordoned", "Completed", 90)
     assert watch.violations == []
@@ -432,7 +444,7 @@ def test_a_standby_replica_takes_over_when_the_leader_dies(env_factory: Any) -> 
     wait_for("a leader", lambda: len(leaders()) == 1, 60)
     (leader,) = leaders()
     standby = next(name for name in env.op.replicas if name != leader)
-    with InvariantMonitor(env.kube, {"cp-1", *WORKERS[:4]}, 1) as watch:
+    with monitor(env, ["cp-1", *WORKERS[:4]], 1) as watch:
         env.apply_plan("takeover")
         wait_for(
             "a worker rebooting",
@@ -446,6 +458,7 @@ def test_a_standby_replica_takes_over_when_the_leader_dies(env_factory: Any) -> 
         env.op.kill(leader)
         env.wait_phase("takeover", "Completed", 150)
     assert watch.violations == []
+    assert watch.events["Node"] > 10, watch.events
     assert "holding the lease" in env.op.replicas[standby].log.read_text()
     assert_clean_finish(env, "takeover", ["cp-1", *WORKERS[:4]])
 
@@ -478,7 +491,7 @@ def test_a_leader_cut_off_from_the_api_server_stops_before_the_standby_acts(
         wait_for("cut-off to lead", lambda: "holding the lease" in cut_off.log.read_text(), 60)
         standby = env.op.start("standby", talosconfig=env.sim.workdir / "talosconfig-spare")
         wait_for("the standby", lambda: "waiting for the lease" in standby.log.read_text(), 30)
-        with InvariantMonitor(env.kube, set(WORKERS[:5]) | {"worker-6"}, 2) as watch:
+        with monitor(env, [*WORKERS[:5], "worker-6"], 2) as watch:
             env.apply_plan("partitioned", strategy={"maxUnavailable": 2})
             wait_for(
                 "a node rebooting",

@@ -1,110 +1,400 @@
-"""Watches a rollout from outside and records every moment a safety invariant does not hold.
+"""Watches a rollout from outside, event by event, and records every invariant that does not hold.
 
-A thread samples the cluster every 100 ms for the whole rollout (not only at the end):
-- never more selected nodes out of service (cordoned or NotReady) than maxUnavailable, beyond
-  those that were out of service before the plan started;
-- never two control-plane nodes out of service at once;
-- the workload's PodDisruptionBudget never below its desired healthy count.
+Watches on Nodes, Pods, PodDisruptionBudgets and UpgradePlans (list, then watch from the list's
+resourceVersion, resuming from the last event's; a watch that reports 410 Gone or an error is a
+gap, and a gap is itself a violation). Every event is checked against the state all four watches
+have built, so an overlap shorter than any polling interval is still seen. With the simulator's
+journal, every install and reboot it served is checked too.
+
+Checked continuously:
+- budget: at each new cordon carrying a plan's mark, the selected nodes out of service (cordoned
+  by anyone, or NotReady; failed nodes kept cordoned count) fit ``max_unavailable``, unless the
+  node was out of service already; and beyond the nodes out of service when the watch began,
+  never more than ``max_unavailable`` out at once;
+- control planes: never two out of service at once, a control plane is cordoned only while the
+  others are in service, and no worker is cordoned by a plan before every control plane it
+  selects runs the target (or failed);
+- every PodDisruptionBudget at or above its desired healthy count (once its status is current);
+- each install and reboot the simulator served: the node was cordoned then, no pod that a drain
+  must move was on it, and at most ``installs_per_node`` installs per node.
+
+At the end: no node carries a plan's cordon mark unless the plan reports it failed.
+
+A monitor that cannot keep watching fails the test: ``__exit__`` raises.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from kubernetes import client
-
-from helpers.e2e import is_ready
+from kubernetes import client, watch
 
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
+MARK = "nodeos.dev/cordoned-by"
+INSTALLS = ("machine.LifecycleService/Upgrade", "machine.MachineService/Upgrade")
+REBOOT = "machine.MachineService/Reboot"
+SETTLE_S = 1.0  # watch delivery lag allowed when placing a journal entry among events
+
+
+@dataclass
+class _NodeState:
+    unschedulable: bool = False
+    ready: bool = True
+    mark: str | None = None
+    control_plane: bool = False
+    os_image: str = ""
+    # (local receive time, cordoned?) transitions, to place journal entries in time
+    cordons: list[tuple[float, bool]] = field(default_factory=list)
+
+    @property
+    def out(self) -> bool:
+        return self.unschedulable or not self.ready
+
+
+@dataclass
+class _PodState:
+    node: str | None
+    must_leave: bool
+    since: float
+    gone: float | None = None  # deletion requested or deleted (local receive time)
 
 
 @dataclass
 class InvariantMonitor:
+    """Use as a context manager around a rollout."""
+
     kube: client.ApiClient
     nodes: set[str]
     max_unavailable: int
-    pdb: tuple[str, str] | None = None
+    pdb: tuple[str, str] | None = None  # kept for callers; every PDB is watched anyway
+    journal: Path | None = None
+    target: str | None = None
+    installs_per_node: int = 1
+    drained: bool = True  # False when the plan may reboot with pods left (SkipRemaining)
     violations: list[str] = field(default_factory=list)
-    samples: int = 0
+    errors: list[str] = field(default_factory=list)
+    samples: int = 0  # events checked
     peak_unavailable: int = 0
     baseline: set[str] = field(default_factory=set)
+    events: collections.Counter[str] = field(default_factory=collections.Counter)
+    _node: dict[str, _NodeState] = field(default_factory=dict)
+    _pods: dict[str, _PodState] = field(default_factory=dict)
+    _plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _installs: collections.Counter[str] = field(default_factory=collections.Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _watches: list[watch.Watch] = field(default_factory=list)
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> InvariantMonitor:
-        self.baseline = set(self._out_of_service()[0])
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        core = client.CoreV1Api(self.kube)
+        policy = client.PolicyV1Api(self.kube)
+        custom = client.CustomObjectsApi(self.kube)
+
+        def plans(**kwargs: Any) -> Any:
+            return custom.list_cluster_custom_object(
+                "nodeos.dev", "v1alpha1", "upgradeplans", **kwargs
+            )
+
+        sources: list[tuple[str, Callable[..., Any], Callable[[str, Any], None]]] = [
+            ("Node", core.list_node, self._on_node),
+            ("Pod", core.list_pod_for_all_namespaces, self._on_pod),
+            (
+                "PodDisruptionBudget",
+                policy.list_pod_disruption_budget_for_all_namespaces,
+                self._on_pdb,
+            ),
+            ("UpgradePlan", plans, self._on_plan),
+        ]
+        ready: list[threading.Event] = []
+        for kind, lister, handle in sources:
+            started = threading.Event()
+            ready.append(started)
+            thread = threading.Thread(
+                target=self._follow, args=(kind, lister, handle, started), daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        if self.journal is not None:
+            thread = threading.Thread(target=self._tail, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        for started in ready:
+            if not started.wait(30):
+                raise AssertionError(f"the invariant monitor could not start: {self.errors}")
+        with self._lock:
+            self.baseline = {n for n, s in self._node.items() if n in self.nodes and s.out}
         return self
 
     def __exit__(self, *_: object) -> None:
+        time.sleep(SETTLE_S)  # let the last events and journal lines arrive
         self._stop.set()
-        assert self._thread is not None
-        self._thread.join(timeout=5)
+        for stream in self._watches:
+            stream.stop()
+        with self._lock:
+            self._check_end()
+        if self.errors:
+            raise AssertionError(f"the invariant monitor stopped watching: {self.errors}")
 
-    def _out_of_service(self) -> tuple[list[str], list[str]]:
-        core = client.CoreV1Api(self.kube)
-        out, control = [], []
-        for node in core.list_node().items:
-            if node.metadata.name not in self.nodes:
+    # -- watches -----------------------------------------------------------------------------
+
+    def _follow(
+        self,
+        kind: str,
+        lister: Callable[..., Any],
+        handle: Callable[[str, Any], None],
+        started: threading.Event,
+    ) -> None:
+        try:
+            listed = lister()
+            items = listed["items"] if isinstance(listed, dict) else listed.items
+            version = (
+                listed["metadata"]["resourceVersion"]
+                if isinstance(listed, dict)
+                else listed.metadata.resource_version
+            )
+            with self._lock:
+                for item in items:
+                    handle("ADDED", item)
+            started.set()
+            while not self._stop.is_set():
+                stream = watch.Watch()
+                self._watches.append(stream)
+                for event in stream.stream(
+                    lister,
+                    resource_version=version,
+                    timeout_seconds=60,
+                    allow_watch_bookmarks=True,
+                ):
+                    if self._stop.is_set():
+                        return
+                    kind_of = event["type"]
+                    obj = event["object"]
+                    if kind_of == "ERROR":
+                        code = obj.get("code") if isinstance(obj, dict) else getattr(obj, "code", 0)
+                        self.errors.append(f"{kind} watch gap: ERROR {code} at {version}")
+                        return
+                    version = _version(obj) or version
+                    if kind_of == "BOOKMARK":
+                        continue
+                    with self._lock:
+                        self.events[kind] += 1
+                        handle(kind_of, obj)
+        except Exception as error:
+            if not self._stop.is_set():
+                self.errors.append(f"{kind} watch died: {type(error).__name__}: {error}")
+            started.set()
+
+    def _tail(self) -> None:
+        assert self.journal is not None
+        offset = 0
+        while not self._stop.is_set():
+            time.sleep(0.05)
+            if not self.journal.exists():
                 continue
-            if node.spec.unschedulable or not is_ready(node):
-                out.append(node.metadata.name)
-                if CONTROL_PLANE in (node.metadata.labels or {}):
-                    control.append(node.metadata.name)
-        return out, control
+            with self.journal.open() as lines:
+                lines.seek(offset)
+                for line in lines:
+                    if not line.endswith("\n"):
+                        break
+                    offset += len(line.encode())
+                    call = json.loads(line)
+                    if call["code"] == "OK" and call["method"] in (*INSTALLS, REBOOT):
+                        time.sleep(max(0.0, call["at"] + SETTLE_S - time.time()))
+                        with self._lock:
+                            self._on_call(call)
 
-    def _unhealthy_pods(self, pdb: client.V1PodDisruptionBudget) -> str:
-        """Which of the budget's pods are not healthy, and the state of their nodes."""
+    # -- events ------------------------------------------------------------------------------
+
+    def _on_node(self, kind: str, node: Any) -> None:
+        name = node.metadata.name
+        if kind == "DELETED":
+            self._node.pop(name, None)
+            return
+        before = self._node.get(name) or _NodeState()
+        labels = node.metadata.labels or {}
+        after = _NodeState(
+            unschedulable=bool(node.spec.unschedulable),
+            ready=any(
+                c.type == "Ready" and c.status == "True" for c in node.status.conditions or []
+            ),
+            mark=(node.metadata.annotations or {}).get(MARK),
+            control_plane=CONTROL_PLANE in labels,
+            os_image=node.status.node_info.os_image if node.status.node_info else "",
+            cordons=before.cordons,
+        )
+        if after.unschedulable != before.unschedulable or not before.cordons:
+            after.cordons.append((time.time(), after.unschedulable))
+        self._node[name] = after
+        self.samples += 1
+        if name not in self.nodes:
+            return
+        if after.mark and after.mark != before.mark:
+            self._on_cordon(name, after.mark, was_out=before.out)
+        self._check_budget()
+
+    def _on_cordon(self, name: str, plan: str, *, was_out: bool) -> None:
+        me = self._node[name]
+        others_out = sorted(n for n in self.nodes if n != name and self._out(n))
+        if not was_out and len(others_out) + 1 > self.max_unavailable:
+            self.violations.append(
+                f"{plan} cordoned {name} with {others_out} already out of service "
+                f"(maxUnavailable {self.max_unavailable})"
+            )
+        control = [n for n in self.nodes if n in self._node and self._node[n].control_plane]
+        if me.control_plane:
+            busy = [n for n in control if n != name and self._out(n)]
+            if busy:
+                self.violations.append(f"control plane {name} cordoned while {busy} out")
+        elif control and self.target is not None:
+            failed = self._failed(plan)
+            behind = [
+                n for n in control if self.target not in self._node[n].os_image and n not in failed
+            ]
+            if behind:
+                self.violations.append(f"worker {name} cordoned before control planes {behind}")
+
+    def _check_budget(self) -> None:
+        out = [n for n in self.nodes if self._out(n)]
+        extra = set(out) - self.baseline
+        self.peak_unavailable = max(self.peak_unavailable, len(extra))
+        if len(extra) > self.max_unavailable:
+            self.violations.append(f"{len(extra)} nodes out of service: {sorted(extra)}")
+        control = [n for n in out if self._node[n].control_plane]
+        if len(control) > 1:
+            self.violations.append(f"control-plane nodes out together: {sorted(control)}")
+
+    def _on_pod(self, kind: str, pod: Any) -> None:
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        now = time.time()
+        known = self._pods.get(key)
+        gone = kind == "DELETED" or pod.metadata.deletion_timestamp is not None
+        gone = gone or pod.status.phase in ("Succeeded", "Failed")
+        if known is None or known.node != pod.spec.node_name:
+            owners = pod.metadata.owner_references or []
+            mirror = "kubernetes.io/config.mirror" in (pod.metadata.annotations or {})
+            must_leave = not mirror and not any(o.kind == "DaemonSet" for o in owners)
+            known = _PodState(pod.spec.node_name, must_leave, since=now)
+            self._pods[key] = known
+        if gone and known.gone is None:
+            known.gone = now
+        self.samples += 1
+
+    def _on_pdb(self, kind: str, pdb: Any) -> None:
+        self.samples += 1
+        status = pdb.status
+        if kind == "DELETED" or status is None:
+            return
+        current = status.observed_generation == pdb.metadata.generation
+        if current and status.current_healthy < status.desired_healthy:
+            self.violations.append(
+                f"PDB {pdb.metadata.namespace}/{pdb.metadata.name}: {status.current_healthy} "
+                f"healthy < {status.desired_healthy} desired; {self._unhealthy(pdb)}"
+            )
+
+    def _on_plan(self, kind: str, plan: Any) -> None:
+        self.samples += 1
+        name = plan["metadata"]["name"]
+        if kind == "DELETED":
+            self._plans.pop(name, None)
+        else:
+            self._plans[name] = plan
+
+    def _on_call(self, call: dict[str, Any]) -> None:
+        node, at = call["node"], float(call["at"])
+        what = "install" if call["method"] in INSTALLS else "reboot"
+        self.samples += 1
+        if node not in self.nodes:
+            return
+        if what == "install":
+            self._installs[node] += 1
+            if self._installs[node] > self.installs_per_node:
+                self.violations.append(f"{node} installed {self._installs[node]} times")
+        state = self._node.get(node)
+        if state is None or not _cordoned_at(state.cordons, at):
+            self.violations.append(f"{what} of {node} at {at:.2f}, which was not cordoned")
+        if self.drained:
+            left = [
+                key
+                for key, pod in self._pods.items()
+                if pod.node == node
+                and pod.must_leave
+                and pod.since <= at - SETTLE_S
+                and (pod.gone is None or pod.gone > at + SETTLE_S)
+            ]
+            if left:
+                self.violations.append(f"{what} of {node} with pods still on it: {left}")
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _out(self, name: str) -> bool:
+        state = self._node.get(name)
+        return state is not None and state.out
+
+    def _failed(self, plan: str) -> set[str]:
+        records = ((self._plans.get(plan) or {}).get("status") or {}).get("nodes") or []
+        return {r["name"] for r in records if r.get("phase") in ("Failed", "RolledBack")}
+
+    def _check_end(self) -> None:
+        for name in self.nodes:
+            state = self._node.get(name)
+            if state is None or not state.mark:
+                continue
+            plan = self._plans.get(state.mark)
+            if plan is not None and name in ((plan.get("status") or {}).get("inFlight") or []):
+                continue  # still in its ledger: the rollout is not over for it
+            if name not in self._failed(state.mark):
+                self.violations.append(f"{name} left cordoned by {state.mark}")
+
+    def _unhealthy(self, pdb: Any) -> str:
+        selector = pdb.spec.selector.match_labels or {}
         core = client.CoreV1Api(self.kube)
-        labels = ",".join(f"{k}={v}" for k, v in (pdb.spec.selector.match_labels or {}).items())
-        nodes = {n.metadata.name: n for n in core.list_node().items}
+        labels = ",".join(f"{k}={v}" for k, v in selector.items())
         notes = []
         for pod in core.list_namespaced_pod(pdb.metadata.namespace, label_selector=labels).items:
-            if is_ready(pod) and pod.metadata.deletion_timestamp is None:
+            ready = any(
+                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
+            )
+            if ready and pod.metadata.deletion_timestamp is None:
                 continue
-            node = nodes.get(pod.spec.node_name or "")
-            where = "unscheduled"
-            if node is not None:
-                where = (
-                    f"{node.metadata.name} (ready={is_ready(node)}, "
-                    f"unschedulable={bool(node.spec.unschedulable)})"
-                )
-            terminating = " terminating" if pod.metadata.deletion_timestamp else ""
+            node = self._node.get(pod.spec.node_name or "")
+            where = (
+                f"{pod.spec.node_name} (ready={node.ready}, unschedulable={node.unschedulable})"
+                if node
+                else "unscheduled"
+            )
             history = ", ".join(
                 f"{c.type}={c.status}@{c.last_transition_time:%H:%M:%S}"
                 for c in pod.status.conditions or []
                 if c.last_transition_time is not None
             )
             created = f"{pod.metadata.creation_timestamp:%H:%M:%S}"
-            notes.append(
-                f"{pod.metadata.name}{terminating} on {where}; created {created}; {history}"
-            )
+            notes.append(f"{pod.metadata.name} on {where}; created {created}; {history}")
         return "unhealthy: " + (", ".join(notes) or "none now")
 
-    def _run(self) -> None:
-        policy = client.PolicyV1Api(self.kube)
-        while not self._stop.is_set():
-            out, control = self._out_of_service()
-            self.samples += 1
-            extra = set(out) - self.baseline
-            self.peak_unavailable = max(self.peak_unavailable, len(extra))
-            if len(extra) > self.max_unavailable:
-                self.violations.append(f"{len(extra)} nodes out of service: {sorted(extra)}")
-            if len(control) > 1:
-                self.violations.append(f"control-plane nodes out together: {control}")
-            if self.pdb is not None:
-                pdb = policy.read_namespaced_pod_disruption_budget(self.pdb[1], self.pdb[0])
-                status = pdb.status
-                if (
-                    status is not None
-                    and status.observed_generation == pdb.metadata.generation
-                    and status.current_healthy < status.desired_healthy
-                ):
-                    self.violations.append(
-                        f"PDB {self.pdb[1]}: {status.current_healthy} healthy < "
-                        f"{status.desired_healthy} desired; {self._unhealthy_pods(pdb)}"
-                    )
-            time.sleep(0.1)
+
+def _version(obj: Any) -> str | None:
+    if isinstance(obj, dict):
+        return (obj.get("metadata") or {}).get("resourceVersion")
+    metadata = getattr(obj, "metadata", None)
+    return getattr(metadata, "resource_version", None) if metadata is not None else None
+
+
+def _cordoned_at(transitions: list[tuple[float, bool]], at: float) -> bool:
+    """Whether the node was cordoned at ``at`` (with the watch's delivery lag allowed for)."""
+    state = False
+    for when, cordoned in transitions:
+        if when > at + SETTLE_S:
+            break
+        if when <= at or cordoned:
+            state = cordoned
+    return state
