@@ -1,9 +1,10 @@
 """Watches a rollout from outside, event by event, and records every invariant that does not hold.
 
 Watches on Nodes, Pods, PodDisruptionBudgets and UpgradePlans (list, then watch from the list's
-resourceVersion, resuming from the last event's; a watch that reports 410 Gone or an error is a
-gap, and a gap is itself a violation). Every event is checked against the state all four watches
-have built, so an overlap shorter than any polling interval is still seen. With the simulator's
+resourceVersion, resuming from the last event's after a dropped connection; a 410 Gone is a gap,
+reported in ``gaps``, after which the state is listed afresh). Every event is checked against
+the state all four watches have built, so an overlap shorter than any polling interval is
+still seen. With the simulator's
 journal, every install and reboot it served is checked too.
 
 Checked continuously:
@@ -78,8 +79,11 @@ class InvariantMonitor:
     target: str | None = None
     installs_per_node: int = 1
     drained: bool = True  # False when the plan may reboot with pods left (SkipRemaining)
+    gaps_allowed: bool = False  # True where the test restarts the API server on purpose
     violations: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)  # 410s: events may have been missed
+    reconnects: collections.Counter[str] = field(default_factory=collections.Counter)
     samples: int = 0  # events checked
     peak_unavailable: int = 0
     baseline: set[str] = field(default_factory=set)
@@ -144,6 +148,8 @@ class InvariantMonitor:
             self._check_end()
         if self.errors:
             raise AssertionError(f"the invariant monitor stopped watching: {self.errors}")
+        if self.gaps and not self.gaps_allowed:
+            raise AssertionError(f"the invariant monitor missed events: {self.gaps}")
 
     # -- watches -----------------------------------------------------------------------------
 
@@ -154,19 +160,19 @@ class InvariantMonitor:
         handle: Callable[[str, Any], None],
         started: threading.Event,
     ) -> None:
-        try:
-            listed = lister()
-            items = listed["items"] if isinstance(listed, dict) else listed.items
-            version = (
-                listed["metadata"]["resourceVersion"]
-                if isinstance(listed, dict)
-                else listed.metadata.resource_version
-            )
-            with self._lock:
-                for item in items:
-                    handle("ADDED", item)
-            started.set()
-            while not self._stop.is_set():
+        """List, then watch from the list's version, resuming from the last event's.
+
+        A dropped connection (an API server restart) is resumed from the last version: nothing
+        is missed. A 410 (the version is no longer served) is a gap: recorded in ``gaps``, then
+        the state is listed afresh and checked. Unable to watch for a minute, the monitor dies.
+        """
+        version: str | None = None
+        failing_since: float | None = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._relist(kind, lister, handle)
+                    started.set()
                 stream = watch.Watch()
                 self._watches.append(stream)
                 for event in stream.stream(
@@ -175,24 +181,45 @@ class InvariantMonitor:
                     timeout_seconds=60,
                     allow_watch_bookmarks=True,
                 ):
+                    failing_since = None
                     if self._stop.is_set():
                         return
-                    kind_of = event["type"]
                     obj = event["object"]
-                    if kind_of == "ERROR":
-                        code = obj.get("code") if isinstance(obj, dict) else getattr(obj, "code", 0)
-                        self.errors.append(f"{kind} watch gap: ERROR {code} at {version}")
-                        return
+                    if event["type"] == "ERROR":
+                        raise _GoneError(str(obj))
                     version = _version(obj) or version
-                    if kind_of == "BOOKMARK":
+                    if event["type"] == "BOOKMARK":
                         continue
                     with self._lock:
                         self.events[kind] += 1
-                        handle(kind_of, obj)
-        except Exception as error:
-            if not self._stop.is_set():
-                self.errors.append(f"{kind} watch died: {type(error).__name__}: {error}")
-            started.set()
+                        handle(event["type"], obj)
+            except Exception as error:
+                if self._stop.is_set():
+                    return
+                if isinstance(error, _GoneError) or getattr(error, "status", None) == 410:
+                    self.gaps.append(f"{time.time():.2f} {kind} watch: 410 at {version}")
+                    version = None  # list afresh
+                    continue
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > 60:
+                    self.errors.append(f"{kind} watch died: {type(error).__name__}: {error}")
+                    started.set()
+                    return
+                self.reconnects[kind] += 1
+                time.sleep(0.5)
+
+    def _relist(
+        self, kind: str, lister: Callable[..., Any], handle: Callable[[str, Any], None]
+    ) -> str:
+        listed = lister()
+        if isinstance(listed, dict):
+            items, version = listed["items"], listed["metadata"]["resourceVersion"]
+        else:
+            items, version = listed.items, listed.metadata.resource_version
+        with self._lock:
+            for item in items:
+                handle("ADDED", item)
+        return str(version)
 
     def _tail(self) -> None:
         assert self.journal is not None
@@ -380,6 +407,10 @@ class InvariantMonitor:
             created = f"{pod.metadata.creation_timestamp:%H:%M:%S}"
             notes.append(f"{pod.metadata.name} on {where}; created {created}; {history}")
         return "unhealthy: " + (", ".join(notes) or "none now")
+
+
+class _GoneError(Exception):
+    """The watch answered 410: the version asked for is no longer served."""
 
 
 def _version(obj: Any) -> str | None:
