@@ -42,6 +42,7 @@ MARK = "nodeos.dev/cordoned-by"
 INSTALLS = ("machine.LifecycleService/Upgrade", "machine.MachineService/Upgrade")
 REBOOT = "machine.MachineService/Reboot"
 SETTLE_S = 1.0  # watch delivery lag allowed when placing a journal entry among events
+EXTERNAL_GRACE_S = 2.0  # a change by someone else this recent may not have reached the plan
 
 
 @dataclass
@@ -80,6 +81,7 @@ class InvariantMonitor:
     installs_per_node: int = 1
     drained: bool = True  # False when the plan may reboot with pods left (SkipRemaining)
     gaps_allowed: bool = False  # True where the test restarts the API server on purpose
+    others_cordon: bool = False  # True where people cordon nodes during the rollout
     violations: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)  # 410s: events may have been missed
@@ -92,6 +94,7 @@ class InvariantMonitor:
     _pods: dict[str, _PodState] = field(default_factory=dict)
     _plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     _installs: collections.Counter[str] = field(default_factory=collections.Counter)
+    _external_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -259,20 +262,25 @@ class InvariantMonitor:
             os_image=node.status.node_info.os_image if node.status.node_info else "",
             cordons=before.cordons,
         )
+        now = time.time()
         if after.unschedulable != before.unschedulable or not before.cordons:
-            after.cordons.append((time.time(), after.unschedulable))
+            after.cordons.append((now, after.unschedulable))
         self._node[name] = after
         self.samples += 1
         if name not in self.nodes:
             return
-        if after.mark and after.mark != before.mark:
+        ours = after.mark is not None and after.mark != before.mark
+        if not ours and (after.out != before.out) and not (after.mark or before.mark):
+            self._external_at = now  # a person, or a kubelet: not a plan's doing
+        if ours and after.mark is not None:
             self._on_cordon(name, after.mark, was_out=before.out)
         self._check_budget()
 
     def _on_cordon(self, name: str, plan: str, *, was_out: bool) -> None:
         me = self._node[name]
         others_out = sorted(n for n in self.nodes if n != name and self._out(n))
-        if not was_out and len(others_out) + 1 > self.max_unavailable:
+        recent = time.time() - self._external_at < EXTERNAL_GRACE_S  # not yet seen by the plan
+        if not was_out and not recent and len(others_out) + 1 > self.max_unavailable:
             self.violations.append(
                 f"{plan} cordoned {name} with {others_out} already out of service "
                 f"(maxUnavailable {self.max_unavailable})"
@@ -294,7 +302,10 @@ class InvariantMonitor:
         out = [n for n in self.nodes if self._out(n)]
         extra = set(out) - self.baseline
         self.peak_unavailable = max(self.peak_unavailable, len(extra))
-        if len(extra) > self.max_unavailable:
+        marked = sorted(n for n in self.nodes if n in self._node and self._node[n].mark)
+        if len(marked) > self.max_unavailable:
+            self.violations.append(f"{len(marked)} nodes carry a plan's cordon: {marked}")
+        if len(extra) > self.max_unavailable and not self.others_cordon:
             self.violations.append(f"{len(extra)} nodes out of service: {sorted(extra)}")
         control = [n for n in out if self._node[n].control_plane]
         if len(control) > 1:

@@ -67,6 +67,8 @@ class Sandbox:
         self.ready_after_s = 0.0
         self._pki = workdir / "pki"
         self._logs = workdir / "logs"
+        self._argv: dict[str, list[str]] = {}
+        self._etcd_url = ""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -158,6 +160,7 @@ class Sandbox:
             ],
         )
         self._wait_until("etcd", deadline, lambda: _etcd_healthy(client_url))
+        self._etcd_url = client_url
         return client_url
 
     def _start_apiserver(self, etcd_url: str, deadline: float) -> None:
@@ -220,7 +223,31 @@ class Sandbox:
         if self.with_kwok:
             self._spawn("kwok", [str(self.binaries["kwok"]), *kwok.controller_flags(kubeconfig)])
 
+    def restart(self, name: str, *, down_s: float = 0.0, timeout_s: float = 60.0) -> float:
+        """Kills one component (SIGKILL, as a crash) and starts it again in place.
+
+        Same flags, data directory and ports, so clients reconnect to the same address and etcd
+        keeps its data. Waits until etcd is healthy or the API server ready again (other
+        components: until started); returns the seconds it was unavailable.
+        """
+        child = next((c for c in self.children if c.name == name), None)
+        if child is None:
+            raise SandboxError(f"no running component named {name!r}")
+        began = time.monotonic()
+        processes.kill(child)
+        self.children.remove(child)
+        time.sleep(down_s)
+        self._spawn(name, self._argv[name])
+        deadline = time.monotonic() + timeout_s
+        if name == "etcd":
+            self._wait_until("etcd", deadline, lambda: _etcd_healthy(self._etcd_url))
+        elif name == "kube-apiserver":
+            self._wait_until("kube-apiserver", deadline, self._apiserver_ready)
+        (self.workdir / _STATE_FILE).write_text(json.dumps(asdict(self.state()), indent=2))
+        return time.monotonic() - began
+
     def _spawn(self, name: str, argv: list[str]) -> None:
+        self._argv[name] = list(argv)
         child = processes.start(
             name, argv, self._logs / f"{name}.log", die_with_parent=self.die_with_parent
         )

@@ -60,6 +60,14 @@ def start(
     return Child(name=name, pid=process.pid, log=log, process=process)
 
 
+def kill(child: Child, timeout_s: float = 10.0) -> None:
+    """SIGKILLs the child's process group and waits until it is gone."""
+    _signal_group(child.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and child.alive():
+        time.sleep(0.02)
+
+
 def stop(child: Child, grace_s: float = 10.0) -> None:
     """Sends SIGTERM to the child's process group, then SIGKILL after ``grace_s``."""
     _signal_group(child.pid, signal.SIGTERM)

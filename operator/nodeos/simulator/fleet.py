@@ -42,12 +42,33 @@ class Fleet:
         self.calls: list[Call] = []
         self.listeners: list[Listener] = []
         self.journal: Path | None = None
+        self.outages: Path | None = None  # {"node": until (epoch seconds)}, edited by tests
+        self._outages_seen: tuple[float, dict[str, float]] = (0.0, {})
         control_planes = [node for node in nodes if node.control_plane]
         self.etcd_leader: str | None = control_planes[0].name if control_planes else None
 
     def find(self, key: str) -> SimulatedNode | None:
         """A node by name or by address."""
         return self.nodes.get(key) or self._by_address.get(key)
+
+    def cut_off(self, name: str) -> bool:
+        """Whether the outages file makes the node's OS API unreachable now.
+
+        A network fault: the node itself runs on.
+        """
+        if self.outages is None:
+            return False
+        try:
+            stamp = self.outages.stat().st_mtime
+        except OSError:
+            return False
+        if stamp != self._outages_seen[0]:
+            try:
+                until = {str(k): float(v) for k, v in json.loads(self.outages.read_text()).items()}
+            except (OSError, ValueError):
+                until = {}
+            self._outages_seen = (stamp, until)
+        return time.time() < self._outages_seen[1].get(name, 0.0)
 
     def control_planes(self) -> list[SimulatedNode]:
         """The control-plane nodes, in name order."""

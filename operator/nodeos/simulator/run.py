@@ -4,7 +4,9 @@ Writes into ``--dir``: ``talosconfig`` (os:admin), ``talosconfig-spare`` (anothe
 certificate with another common name, for rotation and a second replica),
 ``talosconfig-reader`` (os:reader),
 ``calls.jsonl`` (every call served) and ``simulator.json`` (endpoint, port, nodes and addresses),
-so tests, the operator and the demo in other processes can find it.
+so tests, the operator and the demo in other processes can find it. A test may write
+``outages.json`` (``{"worker-2": <until, epoch seconds>}``) to make nodes' OS API unreachable
+for a while.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ async def serve(options: Options, stop: asyncio.Event) -> None:
     options.workdir.mkdir(parents=True, exist_ok=True)
     fleet.journal = options.workdir / "calls.jsonl"
     fleet.journal.unlink(missing_ok=True)
+    fleet.outages = options.workdir / "outages.json"
+    fleet.outages.unlink(missing_ok=True)
     simulator = Simulator(fleet, per_node_addresses=options.per_node_addresses)
     await simulator.start()
     driver = None

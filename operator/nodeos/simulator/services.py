@@ -80,6 +80,11 @@ class Gate:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown node {target!r}")
         assert node is not None
         self.fleet.advance()
+        if self.fleet.cut_off(node.name):
+            self.fleet.record(name, method, "UNAVAILABLE")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"node {name} is not reachable (network outage)"
+            )
         if not node.answering():
             self.fleet.record(name, method, "UNAVAILABLE")
             await context.abort(
