@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e bench faults binaries generate venv clean-venv
+.PHONY: demo test lint unit e2e bench faults chaos binaries generate venv clean-venv
 SEEDS ?= 1000
 START ?= 0
 
@@ -37,6 +37,9 @@ bench: $(STAMP) binaries ## rollout benchmark (run by hand): overhead, latency, 
 
 faults: $(STAMP) ## fault campaign over the engine simulation (run by hand): SEEDS=1000 START=0
 	PYTHONHASHSEED=0 PYTHONPATH=operator:tests $(BIN)/python -m sim.campaign --seeds $(SEEDS) --start $(START)
+
+chaos: $(STAMP) binaries ## chaos on the real sandbox (run by hand): seeds 1..SEEDS
+	NODEOS_CHAOS_SEEDS=$$(seq -s, 1 $(SEEDS)) $(BIN)/pytest -p no:cacheprovider tests/e2e/test_chaos.py -q
 
 binaries: $(STAMP) ## build the sandbox's Go binaries when missing (cached outside the repo)
 	$(BIN)/nodeos sandbox build
