@@ -1,4 +1,4 @@
-"""The ``nodeos`` command line: parses arguments and hands off to the part that does the work."""
+"""The nodeos command line: parses arguments and hands off to the part that does the work."""
 
 from __future__ import annotations
 
@@ -23,12 +23,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nodeos", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="nodeos",
+        description="Rolls OS upgrades across Kubernetes nodes that run an API-driven OS "
+        "(Talos). 'nodeos run' is the operator; the other commands are for trying it out.",
+    )
     parser.add_argument("--version", action="version", version=f"nodeos {__version__}")
     commands = parser.add_subparsers(title="commands")
 
     sandbox = commands.add_parser("sandbox", help="a local Kubernetes control plane on loopback")
     sandbox_commands = sandbox.add_subparsers(title="sandbox commands")
+    sandbox.set_defaults(run=lambda _: _usage(sandbox))
     build = sandbox_commands.add_parser("build", help="build the Go binaries that are missing")
     build.set_defaults(run=_sandbox_build)
     for name, func, text in (
@@ -77,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
 def _default_dir(explicit: Path | None) -> Path:
     from nodeos.sandbox import toolchain
 
@@ -98,7 +108,8 @@ def _sandbox_up(args: argparse.Namespace) -> int:
     workdir = _default_dir(args.dir)
     existing = cluster.load_state(workdir)
     if existing is not None:
-        print(f"a sandbox already runs in {workdir}; KUBECONFIG={existing.kubeconfig}")
+        print(f"a sandbox already runs in {workdir}", file=sys.stderr)
+        print(f"export KUBECONFIG={existing.kubeconfig}")
         return 0
     paths = toolchain.ensure_built()
     toolchain.link_binaries(paths)
@@ -108,7 +119,8 @@ def _sandbox_up(args: argparse.Namespace) -> int:
     except cluster.SandboxError as error:
         print(error, file=sys.stderr)
         return 1
-    print(f"sandbox ready in {state.ready_after_s:.1f}s at {state.server}")
+    # stdout holds only shell lines, so `eval "$(nodeos sandbox up)"` works
+    print(f"sandbox ready in {state.ready_after_s:.1f}s at {state.server}", file=sys.stderr)
     print(f"export KUBECONFIG={state.kubeconfig}")
     print(f"export PATH={toolchain.cache_root() / 'bin'}{os.pathsep}$PATH")
     return 0
@@ -141,7 +153,13 @@ def _sandbox_status(args: argparse.Namespace) -> int:
 def _run_operator(args: argparse.Namespace) -> int:
     from nodeos import operator
 
-    return operator.main(config.from_arguments(args))
+    try:
+        settings = config.from_arguments(args)
+    except config.SettingsError as error:
+        for line in error.lines:
+            print(f"nodeos run: {line}", file=sys.stderr)
+        return 2
+    return operator.main(settings)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import signal
 import kopf
 from prometheus_client import Gauge, start_http_server
 
+from nodeos import logs
 from nodeos.adapters.lease import LeaderElection
 from nodeos.adapters.osapi.talosconfig import FileSource, TalosConfigError
 from nodeos.config import OperatorConfig
@@ -120,10 +121,5 @@ class _Role:
 
 def main(cfg: OperatorConfig) -> int:
     """Entry point of ``nodeos run``."""
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # kopf logs every handled node event at INFO; plan progress is in status and Events.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logs.configure(cfg.log_level, cfg.log_format)
     return asyncio.run(run(cfg))

@@ -86,6 +86,7 @@ def test_chaos(seed: int, env_factory: Any, sandbox: cluster.Sandbox, figures: l
         installs_per_node=2,  # one retry allowed: each attempt installs at most once
         gaps_allowed=True,
         others_cordon=True,
+        namespaces={env.namespace},
     ) as watch:
         env.apply_plan(
             "chaos",

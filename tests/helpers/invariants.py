@@ -75,7 +75,7 @@ class InvariantMonitor:
     kube: client.ApiClient
     nodes: set[str]
     max_unavailable: int
-    pdb: tuple[str, str] | None = None  # kept for callers; every PDB is watched anyway
+    namespaces: set[str] | None = None  # whose PDBs count (None: all; earlier tests' are going)
     journal: Path | None = None
     target: str | None = None
     installs_per_node: int = 1
@@ -331,6 +331,8 @@ class InvariantMonitor:
         self.samples += 1
         status = pdb.status
         if kind == "DELETED" or status is None:
+            return
+        if self.namespaces is not None and pdb.metadata.namespace not in self.namespaces:
             return
         current = status.observed_generation == pdb.metadata.generation
         if current and status.current_healthy < status.desired_healthy:

@@ -196,6 +196,7 @@ def monitor(env: Env, nodes: list[str], max_unavailable: int) -> InvariantMonito
         max_unavailable,
         journal=env.sim.workdir / "calls.jsonl",
         target=NEW,
+        namespaces={env.namespace},
     )
 
 
