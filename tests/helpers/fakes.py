@@ -159,7 +159,7 @@ class FakeOsApi:
     async def hostname(self, node: NodeTarget) -> str:
         return node.name
 
-    async def boot_id(self, node: NodeTarget) -> str:
+    async def boot_id(self, node: NodeTarget, *, rebooting: bool = False) -> str:
         return self.nodes[node.name].boot_id
 
     async def read_file(self, node: NodeTarget, path: str) -> bytes:

@@ -320,7 +320,7 @@ class SimOsApi:
         self._reply(node.name, await self._call(node.name, mutating=False))
         return node.name
 
-    async def boot_id(self, node: NodeTarget) -> str:
+    async def boot_id(self, node: NodeTarget, *, rebooting: bool = False) -> str:
         self._reply(node.name, await self._call(node.name, mutating=False, method="boot_id"))
         return self.world.nodes[node.name].boot_id
 

@@ -184,7 +184,7 @@ async def _reboot(progress: NodeProgress, ctx: NodeContext) -> Result:
 
 
 async def _await_reboot(progress: NodeProgress, ctx: NodeContext) -> Result:
-    boot_id = await ctx.osapi.boot_id(ctx.target)
+    boot_id = await ctx.osapi.boot_id(ctx.target, rebooting=True)
     version = None
     if boot_id != progress.boot_id and progress.phase == "RollingBack":
         version = (await ctx.osapi.version(ctx.target)).tag

@@ -22,8 +22,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Gauge
-
 from nodeos.core.machineconfig import PatchError, apply_patches, config_hash, drifted
 from nodeos.core.nodes import (
     CONFIG_DRIFTED_ANNOTATION,
@@ -35,22 +33,16 @@ from nodeos.core.nodes import (
 )
 from nodeos.core.rollouts import rollout_action
 from nodeos.core.summary import set_condition
+from nodeos.engine import metrics
 from nodeos.engine.rollout import EngineDeps
 from nodeos.engine.routing import Routing
 from nodeos.models.common import Condition, parse_duration
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.nodeosconfig import NodeOSConfigSpec
-from nodeos.ports.kube import KubeApiError, NotFoundError
+from nodeos.ports.kube import KubeApi, KubeApiError, NotFoundError
 from nodeos.ports.osapi import CONFIG_PATH, ApplyMode, OsApi, OsApiError
 
 _MIN_GAP_S = 2.0
-FLEET_NODES = Gauge("nodeos_fleet_nodes", "Nodes by OS version", ["config", "version"])
-FLEET_DRIFTED = Gauge(
-    "nodeos_fleet_drifted_nodes", "Nodes that differ from the desired state", ["config"]
-)
-FLEET_UNREACHABLE = Gauge(
-    "nodeos_fleet_unreachable_nodes", "Nodes whose OS API did not answer", ["config"]
-)
 
 
 @dataclass(frozen=True)
@@ -325,10 +317,12 @@ class ConfigController:
         ]
         unreachable = [s.name for s in states if not s.reachable]
         first_error = next((s.error for s in states if not s.reachable), "")
+        owner = f"config/{self.name}"
         for version, count in versions.items():
-            FLEET_NODES.labels(self.name, version).set(count)
-        FLEET_DRIFTED.labels(self.name).set(len(drifted_nodes))
-        FLEET_UNREACHABLE.labels(self.name).set(len(unreachable))
+            metrics.series(metrics.FLEET_NODES, owner, self.name, version).set(count)
+        metrics.keep_only(metrics.FLEET_NODES, owner, {(self.name, v) for v in versions})
+        metrics.series(metrics.FLEET_DRIFTED, owner, self.name).set(len(drifted_nodes))
+        metrics.series(metrics.FLEET_UNREACHABLE, owner, self.name).set(len(unreachable))
         ready = not drifted_nodes and not unreachable and not problems
         if problems:
             message = problems[0]
@@ -378,3 +372,15 @@ class ConfigController:
             ),
         }
         await self.deps.kube.patch_config_status(self.name, status)
+
+
+async def forget_inventory(kube: KubeApi, config: str, nodes: list[str]) -> None:
+    """What a deleted NodeOSConfig leaves behind: its labels, annotations and metric series."""
+    for node in nodes:
+        with contextlib.suppress(NotFoundError):
+            await kube.label_node(
+                node,
+                {OS_VERSION_LABEL: None, REACHABLE_LABEL: None},
+                {CONFIG_HASH_ANNOTATION: None, CONFIG_DRIFTED_ANNOTATION: None},
+            )
+    metrics.forget(f"config/{config}")

@@ -125,6 +125,9 @@ async def announce(
     reason = (f"Node{after.phase}" if not after.reason else f"Node{after.phase}{after.reason}")[
         :128
     ]
+    level = logging.WARNING if warning else logging.INFO
+    fields = {"plan": plan, "node": after.name, "phase": after.phase, "reason": after.reason}
+    log.log(level, "%s -> %s%s", before.phase, after.phase, _detail(after), extra=fields)
     try:
         await kube.event("UpgradePlan", plan, uid, "nodeos.dev/v1alpha1", reason, text, warning)
         await kube.event("Node", after.name, node_uid, "v1", reason, text, warning)
@@ -132,12 +135,39 @@ async def announce(
         log.warning("%s: could not record an Event for %s: %s", plan, after.name, error)
 
 
+def _detail(record: NodeProgress) -> str:
+    return f": {record.message}" if record.message else ""
+
+
+def log_plan_change(plan: str, before: str | None, status: UpgradePlanStatus) -> None:
+    """One line when a plan's phase changes: started, waiting (and why), finished, failed."""
+    if status.phase == before:
+        return
+    level = {"Failed": logging.ERROR, "Waiting": logging.WARNING}.get(status.phase, logging.INFO)
+    reason = next(
+        (c.reason for c in status.conditions if c.type == "Waiting" and c.status == "True"), None
+    )
+    fields = {"plan": plan, "phase": status.phase, "reason": reason}
+    log.log(level, "plan %s -> %s: %s", before or "new", status.phase, status.message, extra=fields)
+
+
 def export_metrics(plan: str, status: UpgradePlanStatus) -> None:
-    """The plan's phase and its nodes per phase as gauges."""
+    """The plan's phase, and its selected nodes per phase (they sum to the selection)."""
+    owner = f"plan/{plan}"
     for phase in PLAN_PHASES:
-        metrics.PLAN_PHASE.labels(plan, phase).set(1 if status.phase == phase else 0)
-    by_phase: dict[str, int] = {}
+        gauge = metrics.series(metrics.PLAN_PHASE, owner, plan, phase)
+        gauge.set(1 if status.phase == phase else 0)
+    counts = status.counts
+    by_phase = {"Pending": counts.pending, "Done": counts.updated, "Failed": counts.failed}
+    flying = set(status.in_flight)
     for record in status.nodes:
-        by_phase[record.phase] = by_phase.get(record.phase, 0) + 1
+        if record.name in flying:
+            by_phase[record.phase] = by_phase.get(record.phase, 0) + 1
     for phase, count in by_phase.items():
-        metrics.NODES_BY_PHASE.labels(plan, phase).set(count)
+        metrics.series(metrics.NODES_BY_PHASE, owner, plan, phase).set(count)
+    metrics.keep_only(metrics.NODES_BY_PHASE, owner, {(plan, phase) for phase in by_phase})
+
+
+def forget_plan(plan: str) -> None:
+    """Removes every metric series of a deleted plan."""
+    metrics.forget(f"plan/{plan}")

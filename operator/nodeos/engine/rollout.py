@@ -27,7 +27,14 @@ from nodeos.core.reset import after_change
 from nodeos.engine import metrics
 from nodeos.engine.actions import NodeContext, perform
 from nodeos.engine.etcd import etcd_problem
-from nodeos.engine.report import announce, condition, export_metrics, has_condition, summarise
+from nodeos.engine.report import (
+    announce,
+    condition,
+    export_metrics,
+    has_condition,
+    log_plan_change,
+    summarise,
+)
 from nodeos.engine.routing import Routing
 from nodeos.engine.snapshot import InvalidSpecError, PlanReader, Snapshot
 from nodeos.engine.status import Draft, StatusStore
@@ -86,6 +93,8 @@ class PlanRollout:
         self.body = body
         self.plans = plans
         self.store = StatusStore(deps.kube, name)
+        self.owner = f"plan/{name}"  # what its metric series are remembered under
+        self._logged_phase: str | None = None
         self.wake = asyncio.Event()
         self.workers: dict[str, asyncio.Task[None]] = {}
         self._freed_at: float | None = None
@@ -114,6 +123,7 @@ class PlanRollout:
                     if not loaded:
                         await self.store.load()
                         loaded = True
+                        self._logged_phase = self.store.status.phase
                         for name in list(self.store.status.in_flight):
                             self._spawn(name, resumed=True)
                     timeout = await self.step()
@@ -235,6 +245,10 @@ class PlanRollout:
             await self.store.commit(lambda d: self._claim(d, start, spec, policy, now, selected))
             for name in start:
                 self._spawn(name, resumed=False)
+            for name in start:  # after the workers started: an Event must not delay a node
+                claimed = self._progress(name)
+                if claimed is not None and claimed.phase == "Cordoning":
+                    await self._announce(NodeProgress(name=name, phase="Pending"), claimed)
         for name in self.store.status.in_flight:
             self._spawn(name, resumed=True)  # only where no worker runs (one failed)
 
@@ -255,8 +269,11 @@ class PlanRollout:
                 fresh = _waiting(fresh, held)
             summarise(draft, snap.spec, snap.generation, fresh, now, self._durations)
 
+        phase_before = self._logged_phase
         await self.store.commit(report)
         self._last_error = None
+        log_plan_change(self.name, phase_before, self.store.status)
+        self._logged_phase = self.store.status.phase
         export_metrics(self.name, self.store.status)
         return self._sleep_for(now)
 
@@ -369,7 +386,8 @@ class PlanRollout:
                 continue
             if updated.phase != progress.phase:
                 if updated.phase in ("Failed", "RolledBack"):
-                    metrics.NODE_FAILURES.labels(self.name, updated.reason or "Unknown").inc()
+                    reason = updated.reason or "Unknown"
+                    metrics.series(metrics.NODE_FAILURES, self.owner, self.name, reason).inc()
                 await self._announce(progress, updated)
 
     def _cordon_blocked(self, spec: UpgradePlanSpec, progress: NodeProgress) -> str | None:
@@ -410,10 +428,10 @@ class PlanRollout:
         if after.phase == "Done" and before.started_at is not None:
             seconds = (self.deps.clock() - before.started_at).total_seconds()
             self._durations.append(seconds)
-            metrics.NODE_UPGRADE_SECONDS.labels(self.name).observe(seconds)
+            metrics.series(metrics.NODE_UPGRADE_SECONDS, self.owner, self.name).observe(seconds)
         if before.phase == "Draining" and before.since is not None:
             drained = (self.deps.clock() - before.since).total_seconds()
-            metrics.DRAIN_SECONDS.labels(self.name).observe(drained)
+            metrics.series(metrics.DRAIN_SECONDS, self.owner, self.name).observe(drained)
 
     # -- plan-level policy -----------------------------------------------------------------------
 

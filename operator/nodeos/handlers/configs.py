@@ -6,8 +6,8 @@ from typing import Any
 
 import kopf
 
-from nodeos.core.nodes import NodeView
-from nodeos.engine.fleet import ConfigController
+from nodeos.core.nodes import NodeView, matches
+from nodeos.engine.fleet import ConfigController, forget_inventory
 from nodeos.handlers.nodes import snapshot
 
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "nodeosconfigs"
@@ -30,6 +30,13 @@ async def nodeosconfig_controller(
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def nodeosconfig_deleted(name: str, memo: Any, **_: Any) -> None:
-    """Removes the generated plan; its own deletion handler uncordons what it cordoned."""
+async def nodeosconfig_deleted(name: str, spec: kopf.Spec, memo: Any, **kwargs: Any) -> None:
+    """Cleans up after a config: its plan, its node labels and its metric series.
+
+    The plan's own deletion handler uncordons what it cordoned.
+    """
     await memo.deps.kube.delete_plan(f"{name}-rollout")
+    node_views: kopf.Index[str, NodeView] = kwargs["node_views"]
+    selector = dict(spec.get("nodeSelector") or {})
+    nodes = [n for n, view in snapshot(node_views).items() if matches(selector, view.labels)]
+    await forget_inventory(memo.deps.kube, name, nodes)

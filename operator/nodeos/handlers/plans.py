@@ -9,6 +9,7 @@ import kopf
 from nodeos.core.nodes import NodeView
 from nodeos.core.planner import PlanRef, plan_ref
 from nodeos.engine.deletion import EngineStillRunningError, release_deleted_plan
+from nodeos.engine.report import forget_plan
 from nodeos.engine.rollout import PlanRollout
 from nodeos.handlers.nodes import snapshot
 
@@ -55,3 +56,4 @@ async def upgradeplan_deleted(name: str, memo: Any, **_: Any) -> None:
         await release_deleted_plan(memo.deps.kube, name, memo.rollouts.get(name))
     except EngineStillRunningError as error:
         raise kopf.TemporaryError(str(error), delay=5) from None
+    forget_plan(name)

@@ -144,8 +144,12 @@ class OsApi(Protocol):
         """The node's hostname."""
         ...
 
-    async def boot_id(self, node: NodeTarget) -> str:
-        """The kernel's boot ID; it changes on every boot."""
+    async def boot_id(self, node: NodeTarget, *, rebooting: bool = False) -> str:
+        """The kernel's boot ID; it changes on every boot.
+
+        ``rebooting``: the node is expected to be down (a poll while it reboots), so a failure to
+        answer is not an error of the OS API.
+        """
         ...
 
     async def read_file(self, node: NodeTarget, path: str) -> bytes:

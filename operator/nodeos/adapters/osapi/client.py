@@ -118,7 +118,7 @@ class TalosClient:
         )
         return str(_first(reply, node, "Hostname").hostname)
 
-    async def read_file(self, node: NodeTarget, path: str) -> bytes:
+    async def read_file(self, node: NodeTarget, path: str, *, expect_down: bool = False) -> bytes:
         """A file's bytes (``Read``, a server stream of ``common.Data``)."""
 
         async def read(ch: grpc.aio.Channel, md: _Metadata, t: float) -> bytes:
@@ -128,11 +128,11 @@ class TalosClient:
                 chunks.append(data.bytes)
             return b"".join(chunks)
 
-        return await self._call(node, "Read", read)
+        return await self._call(node, "Read", read, expect_down=expect_down)
 
-    async def boot_id(self, node: NodeTarget) -> str:
+    async def boot_id(self, node: NodeTarget, *, rebooting: bool = False) -> str:
         """The boot ID, read from ``/proc/sys/kernel/random/boot_id``."""
-        return (await self.read_file(node, BOOT_ID_PATH)).decode().strip()
+        return (await self.read_file(node, BOOT_ID_PATH, expect_down=rebooting)).decode().strip()
 
     async def services(self, node: NodeTarget) -> list[ServiceStatus]:
         """The OS services (``ServiceList``)."""
@@ -311,6 +311,7 @@ class TalosClient:
         invoke: Callable[[grpc.aio.Channel, _Metadata, float], Awaitable[T]],
         *,
         timeout_s: float | None = None,
+        expect_down: bool = False,
     ) -> T:
         FENCE.check()
         started = time.monotonic()
@@ -329,7 +330,8 @@ class TalosClient:
                 error = classify(node.name, node.endpoint, method, rpc_error)
                 if error.kind is ErrorKind.CREDENTIALS and attempt == 1:
                     continue
-                self._observe(method, started, error.kind)
+                down = expect_down and error.kind is ErrorKind.TRANSIENT  # a reboot, not a fault
+                self._observe(method, started, None if down else error.kind)
                 raise error from None
             self._observe(method, started, None)
             return result
