@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from nodeos.ports.kube import KubeApi, KubeApiError, NotFoundError
 from nodeos.ports.osapi import CONFIG_PATH, ApplyMode, OsApi, OsApiError
 
 _MIN_GAP_S = 2.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,20 @@ class ConfigController:
 
     async def run(self, stopped: Callable[[], bool]) -> None:
         """Refreshes until stopped; node events bring a refresh forward, at most every 2 s."""
+        last_error = ""
         while not stopped():
             self.wake.clear()
-            interval = await self.step()
+            try:
+                interval = await self.step()
+                last_error = ""
+            except Exception as error:  # any API, any bad input: say so once, retry later
+                text = f"{type(error).__name__}: {error}"[:1024]
+                if text != last_error:
+                    log.warning(
+                        "refresh failed, retrying in 30 s: %s", text, extra={"config": self.name}
+                    )
+                    last_error = text
+                interval = 30.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), interval)
             await asyncio.sleep(_MIN_GAP_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
@@ -9,11 +10,12 @@ import kopf
 from nodeos.core.nodes import NodeView, matches
 from nodeos.engine.fleet import ConfigController, forget_inventory
 from nodeos.handlers.nodes import snapshot
+from nodeos.handlers.plans import wake_on_stop
 
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "nodeosconfigs"
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30.0)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=25.0, cancellation_timeout=30.0)
 async def nodeosconfig_controller(
     name: str, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any, **kwargs: Any
 ) -> None:
@@ -23,9 +25,11 @@ async def nodeosconfig_controller(
         name, uid, memo.deps, nodes=lambda: snapshot(node_views), body=lambda: body
     )
     memo.rollouts[f"nodeosconfig/{name}"] = controller
+    waker = asyncio.create_task(wake_on_stop(stopped, controller.wake))
     try:
         await controller.run(lambda: bool(stopped))
     finally:
+        waker.cancel()
         memo.rollouts.pop(f"nodeosconfig/{name}", None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
@@ -22,7 +23,7 @@ def plan_refs(name: str, body: kopf.Body, **_: Any) -> dict[str, PlanRef]:
     return {name: plan_ref(body)}
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=30.0)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=25.0, cancellation_timeout=30.0)
 async def upgradeplan_engine(
     name: str,
     uid: str,
@@ -43,10 +44,18 @@ async def upgradeplan_engine(
         plans=lambda: [ref for store in plans.values() for ref in store],
     )
     memo.rollouts[name] = rollout
+    waker = asyncio.create_task(wake_on_stop(stopped, rollout.wake))
     try:
-        await rollout.run(lambda: bool(stopped))
+        await rollout.run(lambda: bool(stopped))  # exits by itself: kopf need not cancel it
     finally:
+        waker.cancel()
         memo.rollouts.pop(name, None)
+
+
+async def wake_on_stop(stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
+    """Wakes a daemon's loop as soon as kopf asks it to stop (it then exits by itself)."""
+    await stopped.wait()
+    wake.set()
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
