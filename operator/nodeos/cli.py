@@ -8,7 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nodeos import __version__, config
+from nodeos import __version__, config, plancli
+
+
+def kubectl_main() -> int:
+    """``kubectl nodeos …`` (installed as ``kubectl-nodeos``): the ``plan`` commands."""
+    return main(["plan", *sys.argv[1:]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,12 +58,20 @@ def _parser() -> argparse.ArgumentParser:
         "simulate", help="serve simulated Talos nodes (OS API over mTLS) until stopped"
     )
     simulate.add_argument("--dir", type=Path, required=True, help="where to write talosconfig")
-    simulate.add_argument("--control-planes", type=int, default=3)
-    simulate.add_argument("--workers", type=int, default=5)
+    simulate.add_argument("--control-planes", type=int, default=3, help="cp-1..cp-N (default 3)")
+    simulate.add_argument("--workers", type=int, default=5, help="worker-1..worker-N (default 5)")
     simulate.add_argument("--version", default="v1.12.4", help="OS version the nodes start on")
-    simulate.add_argument("--reboot-seconds", type=float, default=3.0)
+    simulate.add_argument(
+        "--reboot-seconds", type=float, default=3.0, help="how long a reboot takes (default 3)"
+    )
     simulate.add_argument(
         "--per-node-addresses", action="store_true", help="also listen on 127.0.0.10, .11, ..."
+    )
+    simulate.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="port of the OS API endpoint (default: any free port); keep it across restarts",
     )
     simulate.add_argument("--kubeconfig", type=Path, help="drive these nodes' Node objects")
     simulate.add_argument(
@@ -72,9 +85,14 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NODE=FAULTS",
-        help="e.g. worker-2=install-fails=3 or cp-3=etcd-unhealthy; repeatable",
+        help="a node's faults, repeatable: install-fails[=EXIT_CODE] (the installer exits with "
+        "that code), never-returns, boot-fallback, slow-reboot[=SECONDS], unavailable[=CALLS] "
+        "(the next CALLS calls answer Unavailable), etcd-unhealthy, legacy-only, "
+        "reject-config[=MESSAGE]; e.g. worker-2=install-fails=3,slow-reboot=20",
     )
     simulate.set_defaults(run=_simulate)
+
+    plancli.add_commands(commands)
 
     demo = commands.add_parser("demo", help="sandbox + fake fleet + workload, shown live")
     demo.add_argument("--keep", action="store_true", help="leave the sandbox running at the end")
@@ -179,6 +197,7 @@ def _simulate(args: argparse.Namespace) -> int:
         version=args.version,
         reboot_seconds=args.reboot_seconds,
         per_node_addresses=args.per_node_addresses,
+        port=args.port,
         kubeconfig=args.kubeconfig,
         faults=faults,
         client_cert_validity_s=args.client_cert_validity,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 CORDONED_BY_ANNOTATION = "nodeos.dev/cordoned-by"
 OS_VERSION_LABEL = "nodeos.dev/os-version"
@@ -72,3 +73,27 @@ def matches(selector: Mapping[str, object], labels: Mapping[str, str]) -> bool:
         if operator == "DoesNotExist" and present:
             return False
     return True
+
+
+def view_of(name: str, body: Mapping[str, Any]) -> NodeView:
+    """The NodeView of a Node object (as the API returns it, a plain mapping)."""
+    metadata = body.get("metadata", {})
+    status = body.get("status", {}) or {}
+    conditions = status.get("conditions") or []
+    addresses = status.get("addresses") or []
+    internal = next((a["address"] for a in addresses if a.get("type") == "InternalIP"), None)
+    node_info = status.get("nodeInfo") or {}
+    annotations = metadata.get("annotations") or {}
+    drift = annotations.get(CONFIG_DRIFTED_ANNOTATION)
+    return NodeView(
+        name=name,
+        labels=dict(metadata.get("labels") or {}),
+        ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
+        unschedulable=bool((body.get("spec") or {}).get("unschedulable")),
+        cordoned_by=annotations.get(CORDONED_BY_ANNOTATION),
+        os_image=str(node_info.get("osImage", "")),
+        address=internal,
+        boot_id=str(node_info.get("bootID", "")),
+        config_drifted=None if drift is None else drift == "true",
+        uid=str(metadata.get("uid", "")),
+    )

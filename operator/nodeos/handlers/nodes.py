@@ -6,13 +6,13 @@ from typing import Any
 
 import kopf
 
-from nodeos.core.nodes import CONFIG_DRIFTED_ANNOTATION, CORDONED_BY_ANNOTATION, NodeView
+from nodeos.core.nodes import NodeView, view_of
 
 
 @kopf.index("", "v1", "nodes")
 def node_views(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeView]:
     """Every Node as a NodeView, kept current by kopf's watch."""
-    return {name: to_view(name, body)}
+    return {name: view_of(name, body)}
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -20,30 +20,6 @@ def node_changed(memo: kopf.Memo, **_: Any) -> None:
     """A node changed: let every plan re-plan now rather than at its next timer."""
     for rollout in getattr(memo, "rollouts", {}).values():
         rollout.wake.set()
-
-
-def to_view(name: str, body: Any) -> NodeView:
-    """The NodeView of a Node object."""
-    metadata = body.get("metadata", {})
-    status = body.get("status", {}) or {}
-    conditions = status.get("conditions") or []
-    addresses = status.get("addresses") or []
-    internal = next((a["address"] for a in addresses if a.get("type") == "InternalIP"), None)
-    node_info = status.get("nodeInfo") or {}
-    annotations = metadata.get("annotations") or {}
-    drift = annotations.get(CONFIG_DRIFTED_ANNOTATION)
-    return NodeView(
-        name=name,
-        labels=dict(metadata.get("labels") or {}),
-        ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
-        unschedulable=bool((body.get("spec") or {}).get("unschedulable")),
-        cordoned_by=annotations.get(CORDONED_BY_ANNOTATION),
-        os_image=str(node_info.get("osImage", "")),
-        address=internal,
-        boot_id=str(node_info.get("bootID", "")),
-        config_drifted=None if drift is None else drift == "true",
-        uid=str(metadata.get("uid", "")),
-    )
 
 
 def snapshot(index: kopf.Index[str, NodeView]) -> dict[str, NodeView]:

@@ -37,6 +37,7 @@ class Options:
     version: str = "v1.12.4"
     reboot_seconds: float = 3.0
     per_node_addresses: bool = False
+    port: int = 0
     kubeconfig: Path | None = None
     faults: dict[str, str] = field(default_factory=dict)
     client_cert_validity_s: float = 86400.0
@@ -63,7 +64,7 @@ async def serve(options: Options, stop: asyncio.Event) -> None:
     fleet.journal.unlink(missing_ok=True)
     fleet.outages = options.workdir / "outages.json"
     fleet.outages.unlink(missing_ok=True)
-    simulator = Simulator(fleet, per_node_addresses=options.per_node_addresses)
+    simulator = Simulator(fleet, per_node_addresses=options.per_node_addresses, port=options.port)
     await simulator.start()
     driver = None
     if options.kubeconfig is not None:

@@ -62,11 +62,11 @@ def build_fleet(
 class Simulator:
     """Serves a fleet over mTLS until stopped."""
 
-    def __init__(self, fleet: Fleet, *, per_node_addresses: bool = False) -> None:
+    def __init__(self, fleet: Fleet, *, per_node_addresses: bool = False, port: int = 0) -> None:
         self.fleet = fleet
         self.per_node_addresses = per_node_addresses
         self.ca = pki.CertificateAuthority.create("nodeos-simulator-ca")
-        self.port = 0
+        self.port = port  # 0: any free port
         self.endpoint = ""
         self._servers: list[grpc.aio.Server] = []
         self._ticker: asyncio.Task[None] | None = None
