@@ -5,6 +5,7 @@ Pure: returns text. Each model reachable from the roots gets one section, in the
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin
@@ -48,7 +49,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _section(model: type[BaseModel], *, is_root: bool) -> list[str]:
-    doc = (model.__doc__ or "").strip()
+    doc = _markdown((model.__doc__ or "").strip())
     lines = [f"## {model.__name__}", "", doc, ""]
     lines += ["| Field | Type | Default | Description |", "|---|---|---|---|"]
     fields = sorted(model.model_fields.items(), key=lambda item: not item[1].is_required())
@@ -102,17 +103,40 @@ def _default(field: FieldInfo) -> str:
         return "**required**"
     if field.default is None:
         return ""
+    if field.default == "":
+        return "empty"
     if isinstance(field.default, bool):
         return f"`{str(field.default).lower()}`"
     return f"`{field.default}`"
 
 
 def _is_duration(field: FieldInfo) -> bool:
-    return any(getattr(meta, "pattern", None) == GO_DURATION_PATTERN for meta in field.metadata)
+    return _duration_in(field.metadata) or _duration_annotation(field.annotation)
+
+
+def _duration_in(metadata: Any) -> bool:
+    for meta in metadata:
+        if getattr(meta, "pattern", None) == GO_DURATION_PATTERN:
+            return True
+        if isinstance(meta, FieldInfo) and _duration_in(meta.metadata):
+            return True
+    return False
+
+
+def _duration_annotation(annotation: Any) -> bool:
+    """Whether a (possibly optional) annotation is the Duration type."""
+    if get_origin(annotation) is typing.Annotated:
+        return _duration_in(annotation.__metadata__)
+    return any(_duration_annotation(arg) for arg in get_args(annotation))
+
+
+def _markdown(text: str) -> str:
+    """Docstrings use reStructuredText literals and indentation; the reference is Markdown."""
+    return inspect.cleandoc(text).replace("``", "`")
 
 
 def _describe(field: FieldInfo) -> str:
-    parts = [field.description or _nested_doc(field.annotation)]
+    parts = [_markdown(field.description or _nested_doc(field.annotation))]
     for meta in field.metadata:
         pattern = getattr(meta, "pattern", None)
         if pattern and pattern != GO_DURATION_PATTERN:
