@@ -94,10 +94,51 @@ def _parser() -> argparse.ArgumentParser:
 
     plancli.add_commands(commands)
 
+    completion = commands.add_parser(
+        "completion", help="print a bash completion script: source <(nodeos completion bash)"
+    )
+    completion.add_argument("shell", choices=("bash",))
+    completion.set_defaults(run=lambda _: _completion(parser))
+
     demo = commands.add_parser("demo", help="sandbox + fake fleet + workload, shown live")
     demo.add_argument("--keep", action="store_true", help="leave the sandbox running at the end")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _completion(parser: argparse.ArgumentParser) -> int:
+    """Bash completion for commands, subcommands and flags, read from the parser itself."""
+    words: dict[str, list[str]] = {}
+
+    def walk(current: argparse.ArgumentParser, path: str) -> None:
+        options = [o for a in current._actions for o in a.option_strings]
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    options.append(name)
+                    walk(sub, f"{path} {name}".strip())
+        words[path] = options
+
+    walk(parser, "")
+    cases = "\n".join(
+        f'        "{path}") opts="{" ".join(options)}" ;;' for path, options in words.items()
+    )
+    print(
+        "_nodeos() {\n"
+        '    local cur="${COMP_WORDS[COMP_CWORD]}" path="" word\n'
+        '    for word in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do\n'
+        '        case "$word" in -*) ;; *) path="${path:+$path }$word" ;; esac\n'
+        "    done\n"
+        '    [[ "${COMP_WORDS[0]}" == kubectl-nodeos ]] && path="plan${path:+ $path}"\n'
+        '    local opts=""\n'
+        '    case "$path" in\n'
+        f"{cases}\n"
+        "    esac\n"
+        '    COMPREPLY=($(compgen -W "$opts" -f -- "$cur"))\n'
+        "}\n"
+        "complete -F _nodeos nodeos kubectl-nodeos"
+    )
+    return 0
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

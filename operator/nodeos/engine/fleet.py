@@ -318,7 +318,8 @@ class ConfigController:
         plan_phase: str | None,
         problems: list[str],
     ) -> None:
-        now = datetime.datetime.now(datetime.UTC).isoformat()
+        # RFC 3339 with Z, as every other time in the API objects
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         reachable = [s for s in states if s.reachable]
         versions: dict[str, int] = {}
         for state in reachable:
