@@ -304,3 +304,22 @@ def test_a_missing_secret_is_a_condition_naming_it_until_it_is_created(
     fleet.store_talosconfig(fleet.sim.talosconfig)
     fleet.wait_ready("no-secret", 90)
     assert "Traceback" not in fleet.op.logs()
+
+
+def test_a_deleted_config_takes_its_labels_and_series_with_it(fleet_factory: Any) -> None:
+    fleet: Fleet = fleet_factory("--control-planes", "0", "--workers", "2", "--reboot-seconds", "1")
+    fleet.apply_config("gone-soon")
+    fleet.wait_ready("gone-soon", 60)
+    labelled = lambda: [  # noqa: E731
+        n.metadata.name for n in fleet.core.list_node(label_selector="nodeos.dev/os-version").items
+    ]
+    wait_for("labels", lambda: len(labelled()) == 2, 30)
+    assert 'nodeos_fleet_nodes{config="gone-soon",version="v1.12.4"} 2.0' in fleet.op.metrics()
+    fleet.custom.delete_cluster_custom_object(
+        "nodeos.dev", "v1alpha1", "nodeosconfigs", "gone-soon"
+    )
+    wait_for("labels gone", lambda: labelled() == [], 30)
+    wait_for("series gone", lambda: 'config="gone-soon"' not in fleet.op.metrics(), 30)
+    for node in fleet.nodes:
+        annotations = fleet.core.read_node(node).metadata.annotations or {}
+        assert "nodeos.dev/config-hash" not in annotations

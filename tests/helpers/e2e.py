@@ -124,6 +124,7 @@ class OperatorProcess:
         *,
         talosconfig: Path | None = None,
         kubeconfig: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> processes.Child:
         self.starts += 1
         log = self.workdir / f"operator-{identity}-{self.starts}.log"
@@ -151,7 +152,7 @@ class OperatorProcess:
                 "0.2",
             ],
             log,
-            env=dict(os.environ),
+            env={**os.environ, **(env or {})},
         )
         self.replicas[identity] = child
         return child
