@@ -64,11 +64,31 @@ class NodeDriver:
         while True:
             transition = await self._queue.get()
             try:
-                await asyncio.to_thread(self._apply, transition)
-            except ApiException as error:  # keep following; the next transition may succeed
-                print(f"[simulator] updating Node {transition.node} failed: {error.reason}")
+                await self._apply_until_done(transition)
             finally:
                 self._queue.task_done()
+
+    async def _apply_until_done(self, transition: Transition) -> None:
+        """Applies a transition, retrying while the API server is away.
+
+        A kubelet keeps posting its status too; only a Node that no longer exists is given up.
+        """
+        delay, said = 0.2, False
+        while True:
+            try:
+                await asyncio.to_thread(self._apply, transition)
+                return
+            except ApiException as error:
+                if error.status == 404:
+                    return
+                problem = f"HTTP {error.status} {error.reason}"
+            except Exception as error:  # connection refused, reset, timeout
+                problem = f"{type(error).__name__}: {error}"
+            if not said:
+                print(f"[simulator] updating Node {transition.node} failed, retrying: {problem}")
+                said = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _ensure_node(self, node: SimulatedNode) -> None:
         try:
