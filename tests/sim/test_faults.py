@@ -642,3 +642,31 @@ def test_a_plan_deleted_mid_rollout_and_created_again_finishes_the_job() -> None
     assert any("plan-recreated" in line for line in report.trace)
     for node in ("w-0", "w-1", "w-2", "w-3"):
         assert len(journal(report, "install", node)) <= 1, node
+
+
+def test_retry_on_a_completed_plan_starts_its_failed_node_at_once() -> None:
+    """Issue 10: the retry annotation on a Completed plan waited retryBackoff first."""
+    drawn = scenario(
+        workers=2,
+        faults={"w-0": "install-fails"},
+        failurePolicy={"maxFailures": 1, "retryBackoff": "10m", "uncordonOnFailure": True},
+    )
+    annotated: list[float] = []
+
+    def configure(driver: _Driver) -> None:
+        def completed(world: World, entry: Entry) -> bool:
+            return entry.kind == "status" and world.status().get("phase") == "Completed"
+
+        def fix_and_retry() -> None:
+            driver.world.nodes["w-0"].install_fails = False
+            annotated.append(driver.loop.time())
+            driver._act("retry", "")
+
+        driver.when(completed, fix_and_retry)
+
+    report = simulate(drawn, configure)
+    assert_clean(report)
+    assert report.phase == "Completed"
+    installs = [float(line.split()[0]) for line in journal(report, "install", "w-0")]
+    assert len(installs) == 1 and installs[0] - annotated[0] < 10, (installs, annotated)
+    assert report.record("w-0")["phase"] == "Done"

@@ -124,6 +124,20 @@ def test_an_api_error_at_the_drain_deadline_still_gets_the_forced_round() -> Non
     assert sm.next_action(kept, c, soon).force
 
 
+def test_a_round_that_ends_after_the_drain_deadline_is_followed_by_the_forced_round() -> None:
+    """Found by the fault campaign once Events were sent after claiming: a round begun before
+    the deadline and judged after it failed the node DrainTimeout instead of forcing."""
+    c = ctx(drain={"onTimeout": "ForceDelete"}, failurePolicy={"retries": 0})
+    p = at("Draining", deadline=NOW)
+    late = NOW + datetime.timedelta(seconds=1)
+    blocked = sm.Result(remaining_pods=1, message="PDB")
+    kept = sm.after(p, sm.Action("Drain"), blocked, c, late)
+    assert kept.phase == "Draining"
+    assert sm.next_action(kept, c, late).force
+    failed = sm.after(p, sm.Action("Drain"), blocked, ctx(failurePolicy={"retries": 0}), late)
+    assert (failed.phase, failed.reason) == ("Failed", "DrainTimeout"), "onTimeout Fail fails"
+
+
 def test_an_empty_round_soon_after_the_cordon_is_checked_again_while_binds_are_pending() -> None:
     c = ctx(drain={"settle": "2s"})
     p = at("Draining", deadline=LATER)

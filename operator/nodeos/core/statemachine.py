@@ -291,7 +291,9 @@ def _after_drain(
         )
     if result.remaining_pods == 0 or action.force:
         return _enter(progress, "Upgrading", now, deadline=_node_deadline(progress, ctx))
-    if not expired:
+    forced_round_due = policy.drain.on_timeout == "ForceDelete" and not action.force
+    if not expired or forced_round_due:
+        # A round that began before the deadline and ended after it: the forced round is next.
         return replace(
             progress,
             message=f"{result.remaining_pods} pod(s) left to evict: {result.message}",

@@ -20,18 +20,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeos.core import canary, planner
+from nodeos.core import planner
 from nodeos.core import statemachine as sm
 from nodeos.core.nodes import NodeView, matches
-from nodeos.core.reset import after_change
-from nodeos.engine import metrics
+from nodeos.engine import metrics, plan_edits
 from nodeos.engine.actions import NodeContext, perform
 from nodeos.engine.etcd import etcd_problem
 from nodeos.engine.report import (
     announce,
     condition,
     export_metrics,
-    has_condition,
     log_plan_change,
     summarise,
 )
@@ -45,7 +43,7 @@ from nodeos.ports.fence import FencedError
 from nodeos.ports.kube import KubeApi
 from nodeos.ports.osapi import OsApi
 
-RETRY_ANNOTATION = "nodeos.dev/retry"
+RETRY_ANNOTATION = plan_edits.RETRY_ANNOTATION
 _WORKER_RETRY_S = 2.0
 _ERROR_BACKOFF_S = 1.0
 _STOP_GRACE_S = 20.0
@@ -194,10 +192,20 @@ class PlanRollout:
         spec = snap.spec
         now = self.deps.clock()
         await self._use_access(spec)
-        await self._handle_spec_change(snap)
+        if await plan_edits.handle_spec_change(self.store, self.deps.kube, self.name, snap):
+            for name in self.store.status.in_flight:
+                self._spawn(name, resumed=True)
         selected = self._selected(spec)
         status = self.store.status
-        canary_hold = await self._canary(snap, selected, _records(status, spec), now)
+        canary_hold = await plan_edits.canary_hold(
+            self.store,
+            self.deps.kube,
+            self.name,
+            snap,
+            planner.canary_nodes(spec, list(selected.values()), self.deps.operator_node),
+            _records(status, spec),
+            now,
+        )
         plans = self.plans()
         me = planner.PlanRef(
             self.name,
@@ -438,53 +446,6 @@ class PlanRollout:
     def _selected(self, spec: UpgradePlanSpec) -> dict[str, NodeView]:
         selector = spec.node_selector.to_api()
         return {name: node for name, node in self.nodes().items() if matches(selector, node.labels)}
-
-    async def _handle_spec_change(self, snap: Snapshot) -> None:
-        status = self.store.status
-        retry = RETRY_ANNOTATION in snap.annotations
-        changed = (
-            status.observed_generation is not None and snap.generation > status.observed_generation
-        )
-        if not (retry or changed):
-            return
-
-        def reset(draft: Draft) -> None:
-            draft.nodes, draft.in_flight = after_change(
-                draft.nodes, draft.in_flight, snap.spec.target.version
-            )
-            draft.summary.pop("completed_at", None)
-
-        await self.store.commit(reset)
-        if retry:
-            await self.deps.kube.remove_plan_annotation(self.name, RETRY_ANNOTATION)
-        for name in self.store.status.in_flight:
-            self._spawn(name, resumed=True)
-
-    async def _canary(
-        self,
-        snap: Snapshot,
-        selected: Mapping[str, NodeView],
-        progress: Mapping[str, NodeProgress],
-        now: datetime.datetime,
-    ) -> planner.Waiting | None:
-        """Why the rest waits behind the canary batch (the rule: ``core.canary.gate``)."""
-        policy = snap.spec.strategy.canary
-        verdict = canary.gate(
-            policy,
-            planner.canary_nodes(snap.spec, list(selected.values()), self.deps.operator_node),
-            progress,
-            recorded=has_condition(self.store.status.conditions, "CanaryComplete"),
-            approved=canary.APPROVE_ANNOTATION in snap.annotations,
-            now=now,
-        )
-        if verdict.complete is not None:
-            reason, message = verdict.complete
-            await self.store.commit(
-                lambda d: condition(d, "CanaryComplete", True, reason, message, now)
-            )
-        if canary.APPROVE_ANNOTATION in snap.annotations and verdict.hold is None:
-            await self.deps.kube.remove_plan_annotation(self.name, canary.APPROVE_ANNOTATION)
-        return verdict.hold
 
     def _sleep_for(self, now: datetime.datetime) -> float:
         upcoming = [
