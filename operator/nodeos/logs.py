@@ -17,12 +17,24 @@ def configure(level: str, fmt: str) -> None:
     """Sets up the root logger (replacing any handler) for ``nodeos run``."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_retried_is_a_warning)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # kopf logs every handled event at INFO; plan progress has lines of its own.
     logging.getLogger("kopf").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+def _retried_is_a_warning(record: logging.LogRecord) -> bool:
+    """Demotes to WARNING the API requests kopf logs as ERROR although it retries them.
+
+    A 429 while the API server starts is one: nothing needs a person yet.
+    """
+    retried = record.name.startswith("kopf._cogs.clients") and "will retry" in record.getMessage()
+    if record.levelno == logging.ERROR and retried:
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def _time(record: logging.LogRecord) -> str:

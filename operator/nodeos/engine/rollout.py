@@ -40,7 +40,7 @@ from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.rollout import RolloutPolicy
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec, UpgradePlanStatus
 from nodeos.ports.fence import FencedError
-from nodeos.ports.kube import KubeApi
+from nodeos.ports.kube import ConflictError, KubeApi, KubeApiError
 from nodeos.ports.osapi import OsApi
 
 RETRY_ANNOTATION = plan_edits.RETRY_ANNOTATION
@@ -334,6 +334,17 @@ class PlanRollout:
             raise
         except FencedError:
             return  # this replica lost the Lease: the next leader resumes the node
+        except (KubeApiError, ConflictError) as error:  # a status write failed: expected
+            log.warning(
+                "%s: %s: %s; resuming shortly",
+                self.name,
+                name,
+                error,
+                extra={"plan": self.name, "node": name},
+            )
+            await asyncio.sleep(_WORKER_RETRY_S)
+            with contextlib.suppress(Exception):
+                await self.store.load()
         except Exception:
             # The node keeps its slot; the next step resumes it as after a restart.
             log.exception("%s: the worker for %s failed; resuming it shortly", self.name, name)
