@@ -28,7 +28,11 @@ def test_a_rollout_with_failures_can_be_followed_from_json_logs(env_factory: Any
     )
     env.op.stop()
     child = env.op.start("op-json", env={"NODEOS_LOG_FORMAT": "json"})
-    env.apply_plan("logged", strategy={"maxUnavailable": 1}, failurePolicy={"maxFailures": 1})
+    env.apply_plan(
+        "logged",
+        strategy={"maxUnavailable": 1},
+        failurePolicy={"maxFailures": 1, "retries": 0},
+    )
     env.wait_phase("logged", "Completed", 90)
     wait_for("the last line", lambda: "-> Completed" in child.log.read_text(), 10)
     lines = [line for line in child.log.read_text().splitlines() if line.strip()]

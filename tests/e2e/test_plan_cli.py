@@ -55,7 +55,7 @@ def test_a_canary_is_followed_and_approved_from_the_command_line(env_factory: An
     )
     wait_for(
         "the canary to wait for approval",
-        lambda: "annotate the plan nodeos.dev/approve=true" in str(env.plan("canaried")["status"]),
+        lambda: "nodeos.dev/approve=true" in str(env.plan("canaried").get("status")),
         60,
     )
     status = nodeos_plan(env, "status", "canaried")

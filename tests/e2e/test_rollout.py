@@ -228,7 +228,7 @@ def test_a_node_cordoned_beforehand_stays_cordoned(env_factory: Any) -> None:
     env: Env = env_factory("--control-planes", "0", "--workers", "3", "--reboot-seconds", "1")
     env.core.patch_node("worker-2", {"spec": {"unschedulable": True}})
     # worker-2 spends one of the two slots for the whole rollout: one more node at a time.
-    with monitor(env, WORKERS[:3], 1) as watch:
+    with monitor(env, WORKERS[:3], 2) as watch:
         env.apply_plan("precordoned", strategy={"maxUnavailable": 2})
         env.wait_phase("precordoned", "Completed", 90)
     assert watch.violations == []
