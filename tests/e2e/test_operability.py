@@ -60,10 +60,10 @@ def test_a_deleted_plan_takes_its_metric_series_with_it(env_factory: Any) -> Non
     wait_for(
         "the plan's series",
         lambda: (
-            'nodeos_upgradeplan_phase{plan="measured",phase="Completed"} 1.0' in env.op.metrics()
+            'nodeos_upgradeplan_phase{phase="Completed",plan="measured"} 1.0' in env.op.metrics()
         ),
         15,
     )
-    assert 'nodeos_upgradeplan_nodes{plan="measured",phase="Done"} 2.0' in env.op.metrics()
+    assert 'nodeos_upgradeplan_nodes{phase="Done",plan="measured"} 2.0' in env.op.metrics()
     env.custom.delete_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans", "measured")
     wait_for("the series gone", lambda: 'plan="measured"' not in env.op.metrics(), 30)
