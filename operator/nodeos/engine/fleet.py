@@ -103,7 +103,8 @@ class ConfigController:
                 interval = 30.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), interval)
-            await asyncio.sleep(_MIN_GAP_S)
+            if not stopped():
+                await asyncio.sleep(_MIN_GAP_S)
 
     async def step(self) -> float:
         """One inventory and reconciliation; returns the seconds until the next refresh."""

@@ -41,6 +41,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # Daemons exit by themselves when asked (their loops wake on kopf's stop flag): wait for
+    # that rather than for the cancellation backoff, so deleting a plan or stopping is quick.
+    settings.background.instant_exit_timeout = 5.0
     cfg: OperatorConfig = memo.config
     api = api_client(cfg)
     source = FileSource(cfg.talosconfig)
