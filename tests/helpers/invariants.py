@@ -17,7 +17,8 @@ Checked continuously:
   selects runs the target (or failed);
 - every PodDisruptionBudget at or above its desired healthy count (once its status is current);
 - each install and reboot the simulator served: the node was cordoned then, no pod that a drain
-  must move was on it, and at most ``installs_per_node`` installs per node.
+  must move was on it, and at most ``installs_per_node`` installs and as many Reboot calls per
+  node (an install through the legacy API reboots by itself: no Reboot call).
 
 At the end: no node carries a plan's cordon mark unless the plan reports it failed.
 
@@ -78,7 +79,7 @@ class InvariantMonitor:
     namespaces: set[str] | None = None  # whose PDBs count (None: all; earlier tests' are going)
     journal: Path | None = None
     target: str | None = None
-    installs_per_node: int = 1
+    installs_per_node: int = 1  # installs, and reboots, the simulator may serve each node
     drained: bool = True  # False when the plan may reboot with pods left (SkipRemaining)
     gaps_allowed: bool = False  # True where the test restarts the API server on purpose
     others_cordon: bool = False  # True where people cordon nodes during the rollout
@@ -93,7 +94,7 @@ class InvariantMonitor:
     _node: dict[str, _NodeState] = field(default_factory=dict)
     _pods: dict[str, _PodState] = field(default_factory=dict)
     _plans: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _installs: collections.Counter[str] = field(default_factory=collections.Counter)
+    _calls: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     _external_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -355,10 +356,9 @@ class InvariantMonitor:
         self.samples += 1
         if node not in self.nodes:
             return
-        if what == "install":
-            self._installs[node] += 1
-            if self._installs[node] > self.installs_per_node:
-                self.violations.append(f"{node} installed {self._installs[node]} times")
+        self._calls[(node, what)] += 1
+        if self._calls[(node, what)] > self.installs_per_node:
+            self.violations.append(f"{node}: {self._calls[(node, what)]} {what} calls")
         state = self._node.get(node)
         if state is None or not _cordoned_at(state.cordons, at):
             self.violations.append(f"{what} of {node} at {at:.2f}, which was not cordoned")
