@@ -31,7 +31,7 @@ def test_a_rollout_with_failures_can_be_followed_from_json_logs(env_factory: Any
     env.apply_plan(
         "logged",
         strategy={"maxUnavailable": 1},
-        failurePolicy={"maxFailures": 1, "retries": 0},
+        failurePolicy={"maxFailures": 1, "retries": 0, "uncordonOnFailure": True},
     )
     env.wait_phase("logged", "Completed", 90)
     wait_for("the last line", lambda: "-> Completed" in child.log.read_text(), 10)
