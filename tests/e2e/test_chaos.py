@@ -54,14 +54,14 @@ class Fault:
 
 
 def schedule(seed: int) -> list[Fault]:
-    """Five to seven faults in the first 40 s, drawn from the seed."""
+    """Five to seven faults in the first 30 s (the rollout's span), drawn from the seed."""
     rng = random.Random(seed)
     faults = []
     for _ in range(rng.randint(5, 7)):
         kind = rng.choice(FAULTS)
         faults.append(
             Fault(
-                at=round(rng.uniform(1, 40), 1),
+                at=round(rng.uniform(1, 30), 1),
                 kind=kind,
                 node=rng.choice(NODES[1:]),
                 seconds=round(rng.uniform(3, 15), 1),
