@@ -84,6 +84,7 @@ def test_chaos(seed: int, env_factory: Any, sandbox: cluster.Sandbox, figures: l
         journal=env.sim.workdir / "calls.jsonl",
         target=NEW,
         installs_per_node=2,  # one retry allowed: each attempt installs at most once
+        reboots_per_node=3,  # and a takeover mid-install adds one checking reboot
         gaps_allowed=True,
         others_cordon=True,
         namespaces={env.namespace},

@@ -70,7 +70,7 @@ def test_operator_killed_mid_rollout_resumes_without_breaking_invariants(
     kill_at = KILL_POINTS
     env: Env = env_factory("--reboot-seconds", "3")
     workload(env, replicas=6, min_available=5, selector={"type": "kwok"})
-    with monitor(env, CP + WORKERS, 2) as watch:
+    with monitor(env, CP + WORKERS, 2, takeovers=True) as watch:
         env.apply_plan("crashy", strategy={"maxUnavailable": 2})
         for phases in kill_at:
             wait_for(
@@ -254,7 +254,7 @@ def test_a_standby_replica_takes_over_when_the_leader_dies(env_factory: Any) -> 
     wait_for("a leader", lambda: len(leaders()) == 1, 60)
     (leader,) = leaders()
     standby = next(name for name in env.op.replicas if name != leader)
-    with monitor(env, ["cp-1", *WORKERS[:4]], 1) as watch:
+    with monitor(env, ["cp-1", *WORKERS[:4]], 1, takeovers=True) as watch:
         env.apply_plan("takeover")
         wait_for(
             "a worker rebooting",
@@ -301,7 +301,7 @@ def test_a_leader_cut_off_from_the_api_server_stops_before_the_standby_acts(
         wait_for("cut-off to lead", lambda: "holding the lease" in cut_off.log.read_text(), 60)
         standby = env.op.start("standby", talosconfig=env.sim.workdir / "talosconfig-spare")
         wait_for("the standby", lambda: "waiting for the lease" in standby.log.read_text(), 30)
-        with monitor(env, [*WORKERS[:5], "worker-6"], 2) as watch:
+        with monitor(env, [*WORKERS[:5], "worker-6"], 2, takeovers=True) as watch:
             env.apply_plan("partitioned", strategy={"maxUnavailable": 2})
             wait_for(
                 "a node rebooting",
