@@ -311,8 +311,8 @@ def test_a_leader_cut_off_from_the_api_server_stops_before_the_standby_acts(
             partition.cut()
             assert cut_off.process is not None
             wait_for("cut-off to exit", lambda: cut_off.process.poll() is not None, 30)  # type: ignore[union-attr]
+            exited_after = time.time() - partition.cut_at  # type: ignore[operator]
             env.wait_phase("partitioned", "Completed", 180)
-        exited_after = time.time() - partition.cut_at  # type: ignore[operator]
     finally:
         partition.close()
     assert cut_off.process.returncode == 1, processes_log(cut_off)
@@ -326,7 +326,7 @@ def test_a_leader_cut_off_from_the_api_server_stops_before_the_standby_acts(
         f"the old leader called at {max(old):.2f}, after the new one's first {min(new):.2f}"
     )
     assert_clean_finish(env, "partitioned", [*WORKERS[:5], "worker-6"])
-    assert exited_after < 30
+    assert exited_after < 10 + 4 + 5, "renew deadline, then at most 4 s to exit (plus polling)"
 
 
 def processes_log(child: Any) -> str:
