@@ -214,8 +214,9 @@ class PlanRollout:
             spec.node_selector.to_api(),
             frozenset(status.in_flight),
         )
-        behind = planner.queued_behind(me, plans, list(self.nodes().values()))
-        held_nodes = planner.held_elsewhere(self.name, plans, list(self.nodes().values()))
+        views = list(self.nodes().values())
+        behind = planner.queued_behind(me, plans, views)
+        held_nodes = planner.held_elsewhere(self.name, plans, views)
 
         def decide(records: Mapping[str, NodeProgress], in_flight: list[str]) -> planner.Decision:
             return planner.plan_step(
