@@ -99,6 +99,7 @@ class InvariantMonitor:
     _plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     _calls: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     _external_at: float = 0.0
+    _entered_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -107,6 +108,7 @@ class InvariantMonitor:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> InvariantMonitor:
+        self._entered_at = time.monotonic()
         core = client.CoreV1Api(self.kube)
         policy = client.PolicyV1Api(self.kube)
         custom = client.CustomObjectsApi(self.kube)
@@ -285,7 +287,7 @@ class InvariantMonitor:
         others_out = sorted(n for n in self.nodes if n != name and self._out(n))
         recent = time.time() - self._external_at < EXTERNAL_GRACE_S  # not yet seen by the plan
         if not was_out and not recent and len(others_out) + 1 > self.max_unavailable:
-            self.violations.append(
+            self._violate(
                 f"{plan} cordoned {name} with {others_out} already out of service "
                 f"(maxUnavailable {self.max_unavailable})"
             )
@@ -293,14 +295,14 @@ class InvariantMonitor:
         if me.control_plane:
             busy = [n for n in control if n != name and self._out(n)]
             if busy:
-                self.violations.append(f"control plane {name} cordoned while {busy} out")
+                self._violate(f"control plane {name} cordoned while {busy} out")
         elif control and self.target is not None:
             failed = self._failed(plan)
             behind = [
                 n for n in control if self.target not in self._node[n].os_image and n not in failed
             ]
             if behind:
-                self.violations.append(f"worker {name} cordoned before control planes {behind}")
+                self._violate(f"worker {name} cordoned before control planes {behind}")
 
     def _check_budget(self) -> None:
         out = [n for n in self.nodes if self._out(n)]
@@ -308,12 +310,12 @@ class InvariantMonitor:
         self.peak_unavailable = max(self.peak_unavailable, len(extra))
         marked = sorted(n for n in self.nodes if n in self._node and self._node[n].mark)
         if len(marked) > self.max_unavailable:
-            self.violations.append(f"{len(marked)} nodes carry a plan's cordon: {marked}")
+            self._violate(f"{len(marked)} nodes carry a plan's cordon: {marked}")
         if len(extra) > self.max_unavailable and not self.others_cordon:
-            self.violations.append(f"{len(extra)} nodes out of service: {sorted(extra)}")
+            self._violate(f"{len(extra)} nodes out of service: {sorted(extra)}")
         control = [n for n in out if self._node[n].control_plane]
         if len(control) > 1:
-            self.violations.append(f"control-plane nodes out together: {sorted(control)}")
+            self._violate(f"control-plane nodes out together: {sorted(control)}")
 
     def _on_pod(self, kind: str, pod: Any) -> None:
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
@@ -340,7 +342,7 @@ class InvariantMonitor:
             return
         current = status.observed_generation == pdb.metadata.generation
         if current and status.current_healthy < status.desired_healthy:
-            self.violations.append(
+            self._violate(
                 f"PDB {pdb.metadata.namespace}/{pdb.metadata.name}: {status.current_healthy} "
                 f"healthy < {status.desired_healthy} desired; {self._unhealthy(pdb)}"
             )
@@ -362,10 +364,10 @@ class InvariantMonitor:
         self._calls[(node, what)] += 1
         bound = self.installs_per_node if what == "install" else self.reboots_per_node
         if self._calls[(node, what)] > bound:
-            self.violations.append(f"{node}: {self._calls[(node, what)]} {what} calls")
+            self._violate(f"{node}: {self._calls[(node, what)]} {what} calls")
         state = self._node.get(node)
         if state is None or not _cordoned_at(state.cordons, at):
-            self.violations.append(f"{what} of {node} at {at:.2f}, which was not cordoned")
+            self._violate(f"{what} of {node} at {at:.2f}, which was not cordoned")
         if self.drained:
             left = [
                 key
@@ -376,9 +378,13 @@ class InvariantMonitor:
                 and (pod.gone is None or pod.gone > at + SETTLE_S)
             ]
             if left:
-                self.violations.append(f"{what} of {node} with pods still on it: {left}")
+                self._violate(f"{what} of {node} with pods still on it: {left}")
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _violate(self, what: str) -> None:
+        """Record a breach with when it was seen, counted from the monitor's start."""
+        self.violations.append(f"+{time.monotonic() - self._entered_at:.1f}s {what}")
 
     def _out(self, name: str) -> bool:
         state = self._node.get(name)
@@ -397,7 +403,7 @@ class InvariantMonitor:
             if plan is not None and name in ((plan.get("status") or {}).get("inFlight") or []):
                 continue  # still in its ledger: the rollout is not over for it
             if name not in self._failed(state.mark):
-                self.violations.append(f"{name} left cordoned by {state.mark}")
+                self._violate(f"{name} left cordoned by {state.mark}")
 
     def _unhealthy(self, pdb: Any) -> str:
         selector = pdb.spec.selector.match_labels or {}

@@ -185,7 +185,21 @@ def workload(env: Env, replicas: int, min_available: int, selector: dict[str, st
         pods = env.core.list_namespaced_pod(env.namespace, label_selector="app=web").items
         return sum(1 for p in pods if p.status.phase == "Running") == replicas
 
+    def budget_current() -> bool:
+        # The disruption controller may have counted the pods before they were Ready; a
+        # monitor started on that stale status would report a breach nobody caused.
+        pdb = client.PolicyV1Api(env.kube).read_namespaced_pod_disruption_budget(
+            "web", env.namespace
+        )
+        status = pdb.status
+        return (
+            status is not None
+            and status.observed_generation == pdb.metadata.generation
+            and status.current_healthy >= status.desired_healthy > 0
+        )
+
     wait_for("the workload to run", running)
+    wait_for("the PodDisruptionBudget to count the workload healthy", budget_current)
 
 
 def monitor(
