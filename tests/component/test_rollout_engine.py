@@ -80,3 +80,54 @@ async def test_a_worker_that_fails_unexpectedly_is_resumed(caplog: Any) -> None:
     assert all(n.version == NEW and not n.unschedulable for n in nodes.values())
     assert osapi.installs == {"w-0": 1, "w-1": 1}
     assert "the worker for w-0 failed; resuming it shortly" in caplog.text
+
+
+async def run_until(kube: FakeKube, nodes: dict[str, FakeNode], done: Any) -> None:
+    """Runs the engine until ``done(status)`` holds, then stops it."""
+    deps = EngineDeps(kube=kube, osapi=FakeOsApi(nodes), routing=Routing("Node"), poll_s=0.01)  # type: ignore[arg-type]
+    rollout = PlanRollout("p", "uid", deps, nodes=lambda: views(nodes), body=lambda: kube.plan)
+    stop = asyncio.Event()
+    task = asyncio.create_task(rollout.run(stop.is_set))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not done(kube.plan.get("status") or {}):
+        assert asyncio.get_running_loop().time() < deadline, kube.plan.get("status")
+        rollout.wake.set()
+        await asyncio.sleep(0.02)
+    for _ in range(5):  # a few more reconciles: nothing more is reported
+        rollout.wake.set()
+        await asyncio.sleep(0.02)
+    stop.set()
+    rollout.wake.set()
+    await asyncio.wait_for(task, 5)
+
+
+def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status.get("conditions") or []}
+
+
+async def test_a_plan_that_selects_no_node_is_degraded_and_warns_once() -> None:
+    nodes = {"w-0": FakeNode("w-0")}
+    body = plan()
+    body["spec"]["nodeSelector"] = {"matchLabels": {"pool": "typo"}}
+    kube = FakeKube(nodes, body)
+    await run_until(kube, nodes, lambda s: conditions(s).get("Waiting", {}).get("status") == "True")
+    status = kube.plan["status"]
+    assert status["phase"] == "Waiting", status
+    assert conditions(status)["Waiting"]["reason"] == "NoNodesSelected"
+    degraded = conditions(status)["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "NoNodesSelected")
+    assert "matches no node" in degraded["message"]
+    assert kube.events.count("UpgradePlan/p: NoNodesSelected") == 1
+
+
+async def test_a_window_that_can_never_open_is_a_degraded_plan_naming_the_field() -> None:
+    nodes = {"w-0": FakeNode("w-0")}
+    body = plan()
+    body["spec"]["maintenanceWindows"] = [{"schedule": "0 0 31 2 *", "duration": "1h"}]
+    kube = FakeKube(nodes, body)
+    await run_until(kube, nodes, lambda s: "Degraded" in conditions(s))
+    degraded = conditions(kube.plan["status"])["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert degraded["message"].startswith("spec.maintenanceWindows.0.schedule: ")
+    assert "never fires" in degraded["message"]
+    assert nodes["w-0"].version != NEW and not nodes["w-0"].unschedulable

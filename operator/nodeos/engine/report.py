@@ -20,6 +20,8 @@ from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec, UpgradePlan
 from nodeos.ports.kube import KubeApi, KubeApiError
 
 log = logging.getLogger(__name__)
+# Waits that will not clear on their own: the plan is Degraded and says so in a Warning Event.
+NEEDS_A_PERSON = frozenset({"NoNodesSelected", "InvalidWindow"})
 PLAN_PHASES = ("Pending", "Queued", "Progressing", "Paused", "Waiting", "Completed", "Failed")
 
 
@@ -67,14 +69,14 @@ def summarise(
     waiting = decision.waiting
     condition(draft, "Progressing", phase == "Progressing", phase, message, now)
     condition(draft, "Complete", phase == "Completed", phase, message, now)
-    condition(
-        draft,
-        "Degraded",
-        bool(failed),
-        "NodesFailed" if failed else "NoFailures",
-        f"{failed} node(s) failed" if failed else "no node failed",
-        now,
-    )
+    stuck = waiting is not None and waiting.reason in NEEDS_A_PERSON
+    if failed:
+        degraded = ("NodesFailed", f"{failed} node(s) failed")
+    elif stuck and waiting is not None:
+        degraded = (waiting.reason, waiting.message)
+    else:
+        degraded = ("NoFailures", "no node failed")
+    condition(draft, "Degraded", bool(failed) or stuck, *degraded, now)
     condition(
         draft,
         "Waiting",
@@ -149,6 +151,38 @@ def log_plan_change(plan: str, before: str | None, status: UpgradePlanStatus) ->
     )
     fields = {"plan": plan, "phase": status.phase, "reason": reason}
     log.log(level, "plan %s -> %s: %s", before or "new", status.phase, status.message, extra=fields)
+
+
+async def warn_when_stuck(
+    kube: KubeApi, plan: str, uid: str, before: str | None, status: UpgradePlanStatus
+) -> str | None:
+    """A Warning Event when the plan starts waiting for a person; returns the wait's reason."""
+    waiting = _waiting(status)
+    reason = waiting.reason if waiting is not None else None
+    if waiting is not None and reason != before and reason in NEEDS_A_PERSON:
+        try:
+            await kube.event(
+                "UpgradePlan",
+                plan,
+                uid,
+                "nodeos.dev/v1alpha1",
+                waiting.reason,
+                waiting.message,
+                True,
+            )
+        except KubeApiError as error:
+            log.warning("%s: could not record an Event: %s", plan, error)
+    return reason
+
+
+def waiting_reason(status: UpgradePlanStatus) -> str | None:
+    """Why the plan waits, as its Waiting condition says (None when it does not)."""
+    waiting = _waiting(status)
+    return waiting.reason if waiting is not None else None
+
+
+def _waiting(status: UpgradePlanStatus) -> Condition | None:
+    return next((c for c in status.conditions if c.type == "Waiting" and c.status == "True"), None)
 
 
 def export_metrics(plan: str, status: UpgradePlanStatus) -> None:

@@ -32,6 +32,8 @@ from nodeos.engine.report import (
     export_metrics,
     log_plan_change,
     summarise,
+    waiting_reason,
+    warn_when_stuck,
 )
 from nodeos.engine.routing import Routing
 from nodeos.engine.snapshot import InvalidSpecError, PlanReader, Snapshot
@@ -93,6 +95,7 @@ class PlanRollout:
         self.store = StatusStore(deps.kube, name)
         self.owner = f"plan/{name}"  # what its metric series are remembered under
         self._logged_phase: str | None = None
+        self._waiting_for: str | None = None  # the Waiting reason last reported
         self.wake = asyncio.Event()
         self.workers: dict[str, asyncio.Task[None]] = {}
         self._freed_at: float | None = None
@@ -122,6 +125,7 @@ class PlanRollout:
                         await self.store.load()
                         loaded = True
                         self._logged_phase = self.store.status.phase
+                        self._waiting_for = waiting_reason(self.store.status)
                         for name in list(self.store.status.in_flight):
                             self._spawn(name, resumed=True)
                     timeout = await self.step()
@@ -169,10 +173,15 @@ class PlanRollout:
             return
         now = self.deps.clock()
         with contextlib.suppress(Exception):
-            reason = "InvalidSpec" if isinstance(error, InvalidSpecError) else type(error).__name__
-            await self.store.commit(
-                lambda d: condition(d, "ReconcileError", True, reason, text, now)
-            )
+            invalid = isinstance(error, InvalidSpecError)
+            reason = "InvalidSpec" if invalid else type(error).__name__
+
+            def record(draft: Draft) -> None:
+                condition(draft, "ReconcileError", True, reason, text, now)
+                if invalid:  # only a person can fix the spec
+                    condition(draft, "Degraded", True, reason, text, now)
+
+            await self.store.commit(record)
 
     def _snapshot(self) -> Snapshot:
         return self.reader.read()
@@ -283,6 +292,9 @@ class PlanRollout:
         self._last_error = None
         log_plan_change(self.name, phase_before, self.store.status)
         self._logged_phase = self.store.status.phase
+        self._waiting_for = await warn_when_stuck(
+            self.deps.kube, self.name, self.uid, self._waiting_for, self.store.status
+        )
         export_metrics(self.name, self.store.status)
         return self._sleep_for(now)
 

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import datetime
 import re
+import zoneinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
+import croniter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 JsonDict = dict[str, JsonValue]
@@ -56,9 +66,27 @@ IntOrPercent = Annotated[
 ]
 
 TIME_ZONE_PATTERN = r"^(UTC|Local|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2})$"
-CRON_FIELD = r"[0-9A-Za-z*/,?-]+"
+
+
+def _cron_field(value: str, any_day: bool = False) -> str:
+    """A cron field whose numbers are in range: ``*``, values, ranges, steps and lists."""
+    item = rf"(\*|{value}(-{value})?)(/[0-9]{{1,2}})?"
+    return rf"({item}(,{item})*{'|[?]' if any_day else ''})"
+
+
+_NAME = "[A-Za-z]{3}"  # month and weekday names; which ones exist is checked at apply
 CRON_PATTERN = (
-    rf"^(@(yearly|annually|monthly|weekly|daily|hourly)|{CRON_FIELD}( {CRON_FIELD}){{4}})$"
+    r"^(@(yearly|annually|monthly|weekly|daily|hourly)|"
+    + " +".join(
+        (
+            _cron_field("[0-5]?[0-9]"),
+            _cron_field("([01]?[0-9]|2[0-3])"),
+            _cron_field("(0?[1-9]|[12][0-9]|3[01])", any_day=True),
+            _cron_field(f"(0?[1-9]|1[0-2]|{_NAME})"),
+            _cron_field(f"([0-7]|{_NAME})", any_day=True),
+        )
+    )
+    + ")$"
 )
 CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
@@ -95,12 +123,32 @@ class ApiModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json")
 
 
+# Kubernetes label syntax: a value is empty or up to 63 of [A-Za-z0-9-_.] starting and ending
+# alphanumeric; a key is such a name (non-empty) with an optional DNS-subdomain prefix and '/'.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+LABEL_KEY_PATTERN = rf"^({_DNS_LABEL}([.]{_DNS_LABEL})*/)?{_LABEL_NAME}$"
+LABEL_VALUE_PATTERN = rf"^({_LABEL_NAME})?$"
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why ``key`` is not a valid Kubernetes label key (None when it is)."""
+    prefix = key.rpartition("/")[0]
+    if not re.fullmatch(LABEL_KEY_PATTERN, key) or len(prefix) > 253:
+        return (
+            f"{key!r} is not a valid label key: [prefix/]name, the name up to 63 characters "
+            "of letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+        )
+    return None
+
+
 class LabelSelectorRequirement(ApiModel):
     """One match expression of a label selector."""
 
-    key: str = Field(min_length=1, max_length=317)
+    key: str = Field(min_length=1, max_length=317, pattern=LABEL_KEY_PATTERN)
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=64)
+    values: list[LabelValue] | None = Field(default=None, max_length=64)
 
 
 class LabelSelector(ApiModel):
@@ -114,13 +162,29 @@ class LabelSelector(ApiModel):
                     "(e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",
                     "matchExpressions: In and NotIn need values; Exists and DoesNotExist take none",
                 ),
+                cel(
+                    "!has(self.matchLabels) || self.matchLabels.all(k, size(k) <= 317 && "
+                    f"k.matches('{LABEL_KEY_PATTERN}'))",
+                    "matchLabels: every key must be a valid label key ([prefix/]name; the name "
+                    "up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter "
+                    "or digit)",
+                    ".matchLabels",
+                ),
             ]
         }
     )
 
-    match_labels: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
-        default=None, max_length=64
-    )
+    match_labels: dict[str, LabelValue] | None = Field(default=None, max_length=64)
+
+    @field_validator("match_labels")
+    @classmethod
+    def _keys_valid(cls, labels: dict[str, str] | None) -> dict[str, str] | None:
+        for key in labels or {}:
+            problem = label_key_problem(key)
+            if problem is not None:
+                raise ValueError(problem)
+        return labels
+
     match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=32)
 
 
@@ -201,6 +265,54 @@ class MaintenanceWindow(ApiModel):
         max_length=64,
         description="IANA time zone name, e.g. Europe/Berlin.",
     )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_fires(cls, schedule: str | None) -> str | None:
+        if schedule is not None:
+            cron_next(schedule, _EPOCH)  # raises ValueError naming what is wrong
+        return schedule
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone_known(cls, name: str) -> str:
+        time_zone(name)
+        return name
+
+
+_EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+
+
+def time_zone(name: str) -> datetime.tzinfo:
+    """The IANA zone ``name`` (the ``tzdata`` package ships them); ValueError if unknown."""
+    if name in ("UTC", "Local"):
+        return datetime.UTC
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def cron_next(schedule: str, after: datetime.datetime) -> datetime.datetime:
+    """The first firing of ``schedule`` strictly after ``after`` (in ``after``'s zone).
+
+    ValueError when the expression does not parse or never fires (e.g. 30 February).
+    """
+    return _cron(schedule, after, forward=True)
+
+
+def _cron(schedule: str, start: datetime.datetime, *, forward: bool) -> datetime.datetime:
+    text = schedule.strip()
+    if not text.startswith("@") and len(text.split()) != 5:
+        raise ValueError(f"cron {schedule!r}: expected 5 fields (minute hour day month weekday)")
+    try:
+        found = croniter.croniter(text, start)
+        moment = found.get_next(datetime.datetime) if forward else found.get_prev(datetime.datetime)
+    except croniter.CroniterBadDateError:
+        raise ValueError(f"cron {schedule!r} never fires (no such date)") from None
+    except (croniter.CroniterBadCronError, ValueError, KeyError) as error:
+        raise ValueError(f"cron {schedule!r}: {error}") from None
+    return moment
 
 
 class SecretKeyReference(ApiModel):
