@@ -150,7 +150,9 @@ def _gates(spec: UpgradePlanSpec, now: datetime.datetime) -> list[str]:
         then = "a person approves" if canary.pause_after else f"a soak of {canary.soak or '0s'}"
         lines.append(f"  canary: the first {canary.count} node(s) alone, then {then}")
     for check in spec.health_checks:
-        lines.append(f"  health check: {check.kind} {check.name or ''}: {check.expression}")
+        lines.append(
+            f"  health check ({check.when}): {check.kind} {check.name or ''}: {check.expression}"
+        )
     if spec.prometheus is not None:
         lines.append(f"  prometheus gate: {spec.prometheus.url}")
     if spec.maintenance_windows:

@@ -82,9 +82,16 @@ async def test_a_worker_that_fails_unexpectedly_is_resumed(caplog: Any) -> None:
     assert "the worker for w-0 failed; resuming it shortly" in caplog.text
 
 
-async def run_until(kube: FakeKube, nodes: dict[str, FakeNode], done: Any) -> None:
+async def run_until(
+    kube: FakeKube, nodes: dict[str, FakeNode], done: Any, osapi: FakeOsApi | None = None
+) -> None:
     """Runs the engine until ``done(status)`` holds, then stops it."""
-    deps = EngineDeps(kube=kube, osapi=FakeOsApi(nodes), routing=Routing("Node"), poll_s=0.01)  # type: ignore[arg-type]
+    deps = EngineDeps(
+        kube=kube,
+        osapi=osapi or FakeOsApi(nodes),
+        routing=Routing("Node"),  # type: ignore[arg-type]
+        poll_s=0.01,
+    )
     rollout = PlanRollout("p", "uid", deps, nodes=lambda: views(nodes), body=lambda: kube.plan)
     stop = asyncio.Event()
     task = asyncio.create_task(rollout.run(stop.is_set))
@@ -131,3 +138,107 @@ async def test_a_window_that_can_never_open_is_a_degraded_plan_naming_the_field(
     assert degraded["message"].startswith("spec.maintenanceWindows.0.schedule: ")
     assert "never fires" in degraded["message"]
     assert nodes["w-0"].version != NEW and not nodes["w-0"].unschedulable
+
+
+CEPH = {
+    "apiVersion": "ceph.rook.io/v1",
+    "kind": "CephCluster",
+    "metadata": {"name": "rook-ceph", "namespace": "rook-ceph"},
+    "status": {"ceph": {"health": "HEALTH_WARN"}},
+}
+
+
+def with_check(when: str, timeout: str = "5m", rollback: bool = False) -> dict[str, Any]:
+    body = plan(1)
+    body["spec"]["healthChecks"] = [
+        {
+            "description": "Ceph is healthy",
+            "apiVersion": "ceph.rook.io/v1",
+            "kind": "CephCluster",
+            "namespace": "rook-ceph",
+            "name": "rook-ceph",
+            "expression": "object.status.ceph.health == 'HEALTH_OK'",
+            "when": when,
+            "timeout": timeout,
+        }
+    ]
+    body["spec"]["failurePolicy"] = {"rollback": rollback, "nodeTimeout": "1m"}
+    return body
+
+
+async def test_a_false_before_check_holds_every_start_until_it_holds() -> None:
+    nodes = {f"w-{i}": FakeNode(f"w-{i}") for i in range(2)}
+    kube = FakeKube(nodes, with_check("Before"))
+    kube.objects["CephCluster"] = [CEPH]
+    await run_until(
+        kube,
+        nodes,
+        lambda s: conditions(s).get("Waiting", {}).get("reason") == "HealthCheckFailing",
+    )
+    message = conditions(kube.plan["status"])["Waiting"]["message"]
+    assert message.startswith("healthChecks[0] (Ceph is healthy): false for CephCluster rook-ceph/")
+    assert not any(n.unschedulable for n in nodes.values()), "nothing starts while it is false"
+    kube.objects["CephCluster"] = [{**CEPH, "status": {"ceph": {"health": "HEALTH_OK"}}}]
+    await run_until(kube, nodes, lambda s: s.get("phase") == "Completed")
+    assert all(n.version == NEW for n in nodes.values())
+
+
+async def test_a_check_that_cannot_be_read_holds_the_plan_naming_the_cause() -> None:
+    nodes = {"w-0": FakeNode("w-0")}
+    kube = FakeKube(nodes, with_check("Both"))
+    kube.unreadable.add("CephCluster")
+    await run_until(
+        kube, nodes, lambda s: conditions(s).get("Waiting", {}).get("reason") == "HealthCheckError"
+    )
+    message = conditions(kube.plan["status"])["Waiting"]["message"]
+    assert "cannot read CephCluster" in message and "healthCheckAccess" in message
+    assert nodes["w-0"].version != NEW
+
+
+async def test_a_before_check_matching_no_object_holds_rather_than_passing() -> None:
+    nodes = {"w-0": FakeNode("w-0")}
+    kube = FakeKube(nodes, with_check("Before"))
+    await run_until(
+        kube, nodes, lambda s: conditions(s).get("Waiting", {}).get("reason") == "HealthCheckError"
+    )
+    assert "no CephCluster object matched in namespace rook-ceph" in str(kube.plan["status"])
+
+
+async def test_a_failing_after_check_rolls_the_node_back_and_verifies_it() -> None:
+    nodes = {"w-0": FakeNode("w-0")}
+    kube = FakeKube(nodes, with_check("After", timeout="0s", rollback=True))
+    kube.objects["CephCluster"] = [CEPH]
+    osapi = FakeOsApi(nodes)
+    await run_until(
+        kube,
+        nodes,
+        lambda s: any(r.get("phase") == "RolledBack" for r in s.get("nodes") or []),
+        osapi=osapi,
+    )
+    record = kube.plan["status"]["nodes"][0]
+    assert record["message"].startswith(
+        "rolled back to v1.12.4 after: healthChecks[0] (Ceph is healthy): false for CephCluster "
+        "rook-ceph/rook-ceph"
+    ), record
+    assert nodes["w-0"].version != NEW and osapi.rollbacks["w-0"] == 1
+    assert osapi.installs["w-0"] == 1, "a failing After check is not installed again"
+
+
+async def test_an_after_check_that_holds_lets_the_node_finish() -> None:
+    nodes = {"w-0": FakeNode("w-0")}
+    kube = FakeKube(nodes, with_check("After", rollback=True))
+    kube.objects["CephCluster"] = [{**CEPH, "status": {"ceph": {"health": "HEALTH_OK"}}}]
+    await run_until(kube, nodes, lambda s: s.get("phase") == "Completed")
+    assert nodes["w-0"].version == NEW
+
+
+async def test_an_expression_that_does_not_compile_is_an_invalid_spec_at_once() -> None:
+    nodes = {"w-0": FakeNode("w-0")}
+    body = with_check("Before")
+    body["spec"]["healthChecks"][0]["expression"] = "object.status.ceph.health =="
+    kube = FakeKube(nodes, body)
+    await run_until(kube, nodes, lambda s: "Degraded" in conditions(s))
+    degraded = conditions(kube.plan["status"])["Degraded"]
+    assert degraded["reason"] == "InvalidSpec"
+    assert degraded["message"].startswith("spec.healthChecks.0.expression: ")
+    assert "does not compile" in degraded["message"]

@@ -8,10 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 
-from helpers.e2e import OperatorProcess, simulator_process, wait_for
+from helpers.e2e import OperatorProcess, simulator_process, token_kubeconfig, wait_for
 from nodeos.sandbox import cluster
 
 pytestmark = pytest.mark.sandbox
@@ -31,27 +30,6 @@ def run(binary: Path, sandbox: cluster.Sandbox, *args: str) -> str:
     )
     assert result.returncode == 0, f"{binary.name} {args}: {result.stderr}"
     return result.stdout
-
-
-def token_kubeconfig(sandbox: cluster.Sandbox, kubectl: Path, path: Path) -> Path:
-    """A kubeconfig that authenticates as the chart's ServiceAccount, nothing else."""
-    token = run(
-        kubectl, sandbox, "create", "token", RELEASE, "-n", NAMESPACE, "--duration=1h"
-    ).strip()
-    admin = yaml.safe_load(sandbox.kubeconfig.read_text())
-    cluster_entry = admin["clusters"][0]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster_entry],
-        "users": [{"name": "nodeos-sa", "user": {"token": token}}],
-        "contexts": [
-            {"name": "sa", "context": {"cluster": cluster_entry["name"], "user": "nodeos-sa"}}
-        ],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def owned_objects(kube: client.ApiClient) -> list[str]:
@@ -133,7 +111,7 @@ def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
         "1",
     ) as sim:
         core = client.CoreV1Api(kube)
-        restricted = token_kubeconfig(sandbox, kubectl, tmp_path / "sa.kc")
+        restricted = token_kubeconfig(sandbox, kubectl, tmp_path / "sa.kc", RELEASE, NAMESPACE)
         for verb, allowed in (
             ("list secrets -A", "no"),
             ("patch nodes", "yes"),

@@ -272,3 +272,39 @@ class Partition:
                 sink.shutdown(socket.SHUT_WR)  # a normal end of the connection
         while self.cut_at is not None and not self._closed.is_set():
             time.sleep(0.1)  # hold both ends open: the client sees a hang, not a reset
+
+
+def token_kubeconfig(
+    sandbox: cluster.Sandbox, kubectl: Path, path: Path, account: str, namespace: str
+) -> Path:
+    """A kubeconfig that authenticates as one ServiceAccount, nothing else."""
+    token = subprocess.run(
+        [
+            str(kubectl),
+            f"--kubeconfig={sandbox.kubeconfig}",
+            "create",
+            "token",
+            account,
+            "-n",
+            namespace,
+            "--duration=1h",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    admin = yaml.safe_load(sandbox.kubeconfig.read_text())
+    cluster_entry = admin["clusters"][0]
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster_entry],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [
+            {"name": "sa", "context": {"cluster": cluster_entry["name"], "user": account}}
+        ],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(kubeconfig))
+    return path

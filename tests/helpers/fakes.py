@@ -17,6 +17,7 @@ from nodeos.ports.kube import (
     Cordon,
     Eviction,
     EvictionOutcome,
+    KubeApiError,
     NodeHealth,
     NotFoundError,
     PodView,
@@ -39,6 +40,7 @@ class FakeNode:
     name: str
     version: str = OLD
     pending: str | None = None
+    previous: str | None = None  # the version before the last upgrade (what Rollback boots)
     boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     unschedulable: bool = False
     annotations: dict[str, str] = field(default_factory=dict)
@@ -52,6 +54,8 @@ class FakeKube:
         self.events: list[str] = []
         self.fail_pods_on_once = False
         self.max_cordoned = 0
+        self.objects: dict[str, list[dict[str, Any]]] = {}  # by kind, for health checks
+        self.unreadable: set[str] = set()  # kinds whose reads are forbidden
 
     async def get_plan(self, name: str) -> dict[str, Any]:
         if name != self.plan["metadata"]["name"]:
@@ -147,11 +151,25 @@ class FakeKube:
     async def patch_config_status(self, name: str, status: dict[str, Any]) -> None:
         return None
 
+    async def read_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str | None,
+        label_selector: str | None,
+    ) -> list[dict[str, Any]]:
+        if kind in self.unreadable:
+            raise KubeApiError(403, f"{kind} is forbidden")
+        found = self.objects.get(kind, [])
+        return [o for o in found if name is None or o["metadata"]["name"] == name]
+
 
 class FakeOsApi:
     def __init__(self, nodes: dict[str, FakeNode]) -> None:
         self.nodes = nodes
         self.installs: Counter[str] = Counter()
+        self.rollbacks: Counter[str] = Counter()
 
     async def version(self, node: NodeTarget) -> OsVersion:
         return OsVersion(tag=self.nodes[node.name].version)
@@ -175,11 +193,16 @@ class FakeOsApi:
 
     async def reboot(self, node: NodeTarget, mode: str = "Default") -> None:
         n = self.nodes[node.name]
-        n.version = n.pending or n.version
+        if n.pending and n.pending != n.version:
+            n.previous, n.version, n.pending = n.version, n.pending, None
         n.boot_id = str(uuid.uuid4())
 
     async def rollback(self, node: NodeTarget) -> None:
-        return None
+        n = self.nodes[node.name]
+        if n.previous:
+            n.version, n.previous = n.previous, None
+        n.boot_id = str(uuid.uuid4())
+        self.rollbacks[node.name] += 1
 
     async def apply_configuration(
         self,

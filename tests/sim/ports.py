@@ -285,6 +285,16 @@ class SimKube:
     async def patch_config_status(self, name: str, status: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    async def read_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str | None,
+        label_selector: str | None,
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError  # the simulated plans have no health checks
+
 
 class SimOsApi:
     """The Talos machine API of every simulated node; ``by`` names the plan whose engine calls."""

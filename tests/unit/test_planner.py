@@ -216,8 +216,8 @@ def test_never_exceeds_max_unavailable_or_two_control_planes(
 
 
 def test_gates_that_are_not_evaluated_yet_block_rather_than_being_ignored() -> None:
-    check = {"apiVersion": "v1", "kind": "Pod", "expression": "true"}
-    decision = planner.plan_step(spec(healthChecks=[check]), {}, [], fleet(0, 2), NOW)
+    gate = {"url": "http://prometheus:9090", "query": "up == 0"}
+    decision = planner.plan_step(spec(prometheus=gate), {}, [], fleet(0, 2), NOW)
     assert decision.start == ()
     assert decision.waiting is not None
     assert decision.waiting.reason == "GateNotSupported"

@@ -120,9 +120,7 @@ def test_spring_forward_a_firing_in_the_skipped_hour_opens_when_the_clocks_jump(
     assert opening.astimezone(NEW_YORK) == datetime.datetime(2026, 3, 8, 3, 0, tzinfo=NEW_YORK)
     later = windows.next_opening([w], opening)
     assert later is not None
-    assert later.astimezone(NEW_YORK).replace(tzinfo=None) == datetime.datetime(
-        2026, 3, 9, 2, 30
-    )
+    assert later.astimezone(NEW_YORK).replace(tzinfo=None) == datetime.datetime(2026, 3, 9, 2, 30)
 
 
 def test_fall_back_the_window_lasts_its_real_duration() -> None:

@@ -46,9 +46,11 @@ class KubeClient:
     """Talks to the API server with one ApiClient (thread-safe for concurrent requests)."""
 
     def __init__(self, api: client.ApiClient, component: str = "nodeos") -> None:
+        self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.component = component
+        self._resources: dict[tuple[str, str], tuple[str, bool]] = {}
 
     async def _run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         FENCE.check()
@@ -276,6 +278,63 @@ class KubeClient:
             name,
             {"status": status},
         )
+
+    async def read_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str | None,
+        label_selector: str | None,
+    ) -> list[dict[str, Any]]:
+        """The objects a health check names: one by name (none if absent) or all matching."""
+        plural, namespaced = await self._resource(api_version, kind)
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        if namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        elif namespaced and name:
+            raise KubeApiError(400, f"{kind} is namespaced: the check must name its namespace")
+        if name:
+            try:
+                return [await self._run(self._get_json, f"{base}/{plural}/{name}", None)]
+            except NotFoundError:
+                return []
+        query = {"labelSelector": label_selector} if label_selector else None
+        listed = await self._run(self._get_json, f"{base}/{plural}", query)
+        return [{"apiVersion": api_version, "kind": kind, **item} for item in listed["items"]]
+
+    async def _resource(self, api_version: str, kind: str) -> tuple[str, bool]:
+        """The plural and scope of ``kind`` in ``api_version`` (discovery, cached)."""
+        cached = self._resources.get((api_version, kind))
+        if cached is not None:
+            return cached
+        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            listing = await self._run(self._get_json, path, None)
+        except NotFoundError:
+            raise KubeApiError(404, f"the API server serves no {api_version}") from None
+        for resource in listing.get("resources", []):
+            if resource.get("kind") == kind and "/" not in resource.get("name", ""):
+                found = (str(resource["name"]), bool(resource.get("namespaced")))
+                self._resources[(api_version, kind)] = found
+                return found
+        raise KubeApiError(404, f"the API server serves no kind {kind} in {api_version}")
+
+    def _get_json(self, path: str, query: dict[str, str] | None) -> Any:
+        """GET ``path`` as JSON through the shared ApiClient (its auth and TLS)."""
+        method, url, headers, _, _ = self.api.param_serialize(
+            "GET",
+            path,
+            query_params=list(query.items()) if query else None,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(method, url, header_params=headers)
+        response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        body: Any = response.data
+        return json.loads(body)
 
 
 def _pod_view(pod: Any) -> PodView:

@@ -19,7 +19,12 @@ from nodeos.models.rollout import RolloutPolicy
 from nodeos.models.upgradeplan import NodeProgress
 
 MAX_INTERRUPTIONS = 3
-NOT_RETRIED = frozenset({"BootFallback", "NotRebooted", "NeverReturned", "RollbackFailed"})
+# A node already on the target whose After check fails is not installed again: a retry would
+# find it up to date. It is rolled back (failurePolicy.rollback) or fails.
+NOT_RETRIED = frozenset(
+    {"BootFallback", "NotRebooted", "NeverReturned", "RollbackFailed", "HealthCheckFailed"}
+)
+ROLLED_BACK_ON = frozenset({"Unhealthy", "HealthCheckFailed"})
 
 
 def fail(
@@ -63,15 +68,11 @@ def fail(
             retry_at=now + backoff,
             **common,
         )
-    if policy.rollback and allow_rollback and reason == "Unhealthy":
+    if policy.rollback and allow_rollback and reason in ROLLED_BACK_ON:
         return _replace(
             progress,
             phase="RollingBack",
-            **{
-                **common,
-                "deadline": now + parse_duration(policy.node_timeout),
-                "reason": "Unhealthy",
-            },
+            **{**common, "deadline": now + parse_duration(policy.node_timeout)},
         )
     return _replace(progress, phase="Failed", retry_at=None, **common)
 

@@ -75,6 +75,8 @@ class Result:
     reboot_requested: bool = False  # Install (reboots by itself), Reboot, Rollback
     unconfirmed: bool = False  # Install: the call's outcome is unknown
     unhealthy: bool = False  # Verify: back on the target version but not healthy
+    # Verify: an After health check does not hold; how long it may fail once the node is back
+    check_timeout: datetime.timedelta | None = None
     requeue: str = ""  # Cordon: not cordoned, the plan's rules no longer allow it (why)
     redrain: bool = False  # Install/Reboot: uncordoned by someone; drain again before going on
 
@@ -258,6 +260,9 @@ def after(
             if result.unhealthy:
                 # The boot ID now proves the next reboot: the rollback's, if it comes to that.
                 progress = replace(progress, boot_id=result.boot_id or progress.boot_id)
+                checked_since = progress.since or now
+                if result.check_timeout is not None and now >= checked_since + result.check_timeout:
+                    return fail(progress, "HealthCheckFailed", result.message, ctx, now)
                 return _check_deadline(progress, ctx, now, result, unhealthy=True)
             return _enter(progress, "Uncordoning", now, deadline=_node_deadline(progress, ctx))
         case "Uncordon":

@@ -18,6 +18,8 @@ from nodeos.core.machineconfig import PatchError, apply_patches, drifted
 from nodeos.core.nodes import NodeView
 from nodeos.core.statemachine import Action, Result
 from nodeos.engine.drain import drain_round
+from nodeos.engine.health import first_failing
+from nodeos.models.common import parse_duration
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
 from nodeos.ports.kube import KubeApi, KubeApiError, NotFoundError
 from nodeos.ports.osapi import CONFIG_PATH, NodeTarget, OsApi, OsApiError
@@ -185,19 +187,33 @@ async def _reboot(progress: NodeProgress, ctx: NodeContext) -> Result:
 
 async def _await_reboot(progress: NodeProgress, ctx: NodeContext) -> Result:
     boot_id = await ctx.osapi.boot_id(ctx.target, rebooting=True)
-    version = None
     if boot_id != progress.boot_id and progress.phase == "RollingBack":
-        version = (await ctx.osapi.version(ctx.target)).tag
-    return Result(boot_id=boot_id, version=version)
+        return await _rolled_back(ctx, boot_id)
+    return Result(boot_id=boot_id)
 
 
 async def _rollback(progress: NodeProgress, ctx: NodeContext) -> Result:
     """Asks the node to boot its previous OS, unless it already rebooted since it was verified."""
     boot_id = await ctx.osapi.boot_id(ctx.target)
     if progress.boot_id and boot_id != progress.boot_id:
-        return Result(boot_id=boot_id, version=(await ctx.osapi.version(ctx.target)).tag)
+        return await _rolled_back(ctx, boot_id)
     await ctx.osapi.rollback(ctx.target)
     return Result(boot_id=boot_id, reboot_requested=True)
+
+
+async def _rolled_back(ctx: NodeContext, boot_id: str) -> Result:
+    """A node back from its rollback reboot: verified like an upgrade (version, boot, Ready).
+
+    Until the Node is Ready on the new boot, the result reports no new boot, so the node stays
+    RollingBack (and fails RollbackFailed at its deadline, naming what was missing).
+    """
+    version = (await ctx.osapi.version(ctx.target)).tag
+    health = await ctx.kube.node_health(ctx.node.name)
+    if not health.ready:
+        return Result(message=f"back on {version} but the Node is not Ready yet")
+    if health.boot_id and health.boot_id != boot_id:
+        return Result(message=f"back on {version}; the Node still reports the previous boot")
+    return Result(boot_id=boot_id, version=version)
 
 
 async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
@@ -222,6 +238,17 @@ async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
         status = await ctx.osapi.etcd_status(ctx.target)
         if not status.healthy:
             problem = "etcd member not healthy yet"
+    if problem is None and ctx.spec.health_checks:
+        failing = await first_failing(ctx.kube, ctx.spec.health_checks, "After")
+        if failing is not None:
+            check, verdict = failing
+            return Result(
+                version=version,
+                unhealthy=True,
+                message=verdict.message,
+                boot_id=boot_id,
+                check_timeout=parse_duration(check.timeout),
+            )
     if problem is None:
         return Result(version=version)
     return Result(version=version, unhealthy=True, message=problem, boot_id=boot_id)

@@ -26,6 +26,7 @@ from nodeos.core.nodes import NodeView, matches
 from nodeos.engine import metrics, plan_edits
 from nodeos.engine.actions import NodeContext, perform
 from nodeos.engine.etcd import etcd_problem
+from nodeos.engine.health import first_failing
 from nodeos.engine.report import (
     announce,
     condition,
@@ -258,6 +259,12 @@ class PlanRollout:
             )
             if problem is not None:
                 start, held = [], planner.Waiting("EtcdUnhealthy", problem)
+        if start and spec.health_checks:
+            failing = await first_failing(self.deps.kube, spec.health_checks, "Before")
+            if failing is not None:
+                verdict = failing[1]
+                reason = "HealthCheckError" if verdict.error else "HealthCheckFailing"
+                start, held = [], planner.Waiting(reason, verdict.message)
         if start:
             policy = _policy(spec)
             await self.store.commit(lambda d: self._claim(d, start, spec, policy, now, selected))

@@ -176,6 +176,21 @@ class LabelSelector(ApiModel):
 
     match_labels: dict[str, LabelValue] | None = Field(default=None, max_length=64)
 
+    def to_query(self) -> str:
+        """The selector in the API's ``labelSelector`` query syntax."""
+        terms = [f"{key}={value}" for key, value in sorted((self.match_labels or {}).items())]
+        for e in self.match_expressions or []:
+            values = ",".join(e.values or [])
+            terms.append(
+                {
+                    "In": f"{e.key} in ({values})",
+                    "NotIn": f"{e.key} notin ({values})",
+                    "Exists": e.key,
+                    "DoesNotExist": f"!{e.key}",
+                }[e.operator]
+            )
+        return ",".join(terms)
+
     @field_validator("match_labels")
     @classmethod
     def _keys_valid(cls, labels: dict[str, str] | None) -> dict[str, str] | None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+import cel as cel_language
+from pydantic import ConfigDict, Field, field_validator
 
 from nodeos.models.common import (
     ApiModel,
@@ -164,15 +165,29 @@ class HealthCheck(ApiModel):
     expression: str = Field(
         min_length=1,
         max_length=4096,
-        description="CEL over `object` (one object) or `objects` (a list); true means healthy. "
-        "Example: object.status.ceph.health == 'HEALTH_OK'",
+        description="CEL evaluated for each selected object, bound to `object`; the check "
+        "holds when it is true for every one (and at least one matched). Example: "
+        "object.status.ceph.health == 'HEALTH_OK'",
     )
     when: Literal["Before", "After", "Both"] = Field(
         default="Both", description="Before starting each node, after it is verified, or both."
     )
     timeout: Duration = Field(
-        default="5m", description="How long the check may stay false before the node fails."
+        default="5m",
+        description="After: how long the check may stay false once the node is back before the "
+        "node fails (and is rolled back with failurePolicy.rollback). Before: the plan waits "
+        "as long as it takes.",
     )
+
+    @field_validator("expression")
+    @classmethod
+    def _compiles(cls, expression: str) -> str:
+        try:
+            cel_language.compile(expression)
+        except (ValueError, RuntimeError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise ValueError(f"does not compile: {first}") from None
+        return expression
 
 
 class AlertFilter(ApiModel):

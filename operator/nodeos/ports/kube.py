@@ -158,6 +158,20 @@ class KubeApi(Protocol):
         """Deletes an UpgradePlan (no error when it is gone)."""
         ...
 
+    async def read_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str | None,
+        label_selector: str | None,
+    ) -> list[dict[str, Any]]:
+        """Objects of any kind, by name (an empty list when absent) or by label selector.
+
+        ``KubeApiError`` 404 when the kind is not served, 403 when RBAC forbids reading it.
+        """
+        ...
+
     async def patch_config_status(self, name: str, status: dict[str, Any]) -> None:
         """Merges into a NodeOSConfig's status."""
         ...
