@@ -26,6 +26,7 @@ def replacements(component: components.Component) -> dict[str, str]:
         (components.ETCD, "go.etcd.io/etcd/server/v3"),
         (components.KWOK, "sigs.k8s.io/kwok"),
         (components.HELM, "helm.sh/helm/v3"),
+        (components.PROMETHEUS, "github.com/prometheus/prometheus"),
     ],
 )
 def test_wrapper_requires_the_pinned_version(component: components.Component, module: str) -> None:

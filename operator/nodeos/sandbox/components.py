@@ -15,6 +15,7 @@ KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.19.5"
+PROMETHEUS_VERSION = "v0.316.0"  # the Go module's version of Prometheus 3.16.0
 
 _K8S_MINOR = KUBERNETES_VERSION.split(".")[1]
 _K8S_VERSION_PKG = "k8s.io/component-base/version"
@@ -97,4 +98,17 @@ HELM = Component(
     ),
 )
 
-ALL_COMPONENTS: tuple[Component, ...] = (ETCD, KUBERNETES, KWOK, HELM)
+PROMETHEUS = Component(
+    name="prometheus",
+    version=PROMETHEUS_VERSION,
+    packages=(
+        "github.com/prometheus/prometheus/cmd/prometheus",
+        "github.com/prometheus/prometheus/cmd/promtool",
+    ),
+    binaries=("prometheus", "promtool"),
+    ldflags=("-X github.com/prometheus/common/version.Version=3.16.0",),
+    # No service discovery plugins (cloud SDKs): the sandbox uses static targets only.
+    tags=("remove_all_sd",),
+)
+
+ALL_COMPONENTS: tuple[Component, ...] = (ETCD, KUBERNETES, KWOK, HELM, PROMETHEUS)

@@ -44,7 +44,7 @@ def go_version() -> str:
     if shutil.which("go") is None:
         raise BuildError(
             "the 'go' command is not on PATH; the sandbox builds Kubernetes from Go modules "
-            "and needs Go >= 1.25"
+            "and needs Go >= 1.26.7"
         )
     out = subprocess.run(
         ["go", "env", "GOVERSION"], check=True, capture_output=True, text=True, env=_go_env({})
