@@ -14,6 +14,7 @@ from helpers.fakes import NEW, FakeKube, FakeNode, FakeOsApi
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION, NodeView
 from nodeos.engine.rollout import EngineDeps, PlanRollout
 from nodeos.engine.routing import Routing
+from nodeos.ports.prometheus import Alert, PrometheusError
 
 
 def views(nodes: dict[str, FakeNode]) -> dict[str, NodeView]:
@@ -83,7 +84,11 @@ async def test_a_worker_that_fails_unexpectedly_is_resumed(caplog: Any) -> None:
 
 
 async def run_until(
-    kube: FakeKube, nodes: dict[str, FakeNode], done: Any, osapi: FakeOsApi | None = None
+    kube: FakeKube,
+    nodes: dict[str, FakeNode],
+    done: Any,
+    osapi: FakeOsApi | None = None,
+    prometheus: Any = None,
 ) -> None:
     """Runs the engine until ``done(status)`` holds, then stops it."""
     deps = EngineDeps(
@@ -91,6 +96,7 @@ async def run_until(
         osapi=osapi or FakeOsApi(nodes),
         routing=Routing("Node"),  # type: ignore[arg-type]
         poll_s=0.01,
+        prometheus=prometheus,
     )
     rollout = PlanRollout("p", "uid", deps, nodes=lambda: views(nodes), body=lambda: kube.plan)
     stop = asyncio.Event()
@@ -242,3 +248,44 @@ async def test_an_expression_that_does_not_compile_is_an_invalid_spec_at_once() 
     assert degraded["reason"] == "InvalidSpec"
     assert degraded["message"].startswith("spec.healthChecks.0.expression: ")
     assert "does not compile" in degraded["message"]
+
+
+class FakePrometheus:
+    def __init__(self) -> None:
+        self.firing: list[str] = []
+        self.down = False
+
+    async def query(self, url: str, promql: str) -> list[dict[str, Any]]:
+        return []
+
+    async def alerts(self, url: str) -> list[Alert]:
+        if self.down:
+            raise PrometheusError(f"no answer from {url}: connection refused")
+        return [Alert(name=n, state="firing", labels={"alertname": n}) for n in self.firing]
+
+
+async def test_firing_alerts_hold_starts_and_an_unreachable_prometheus_never_means_healthy() -> (
+    None
+):
+    nodes = {f"w-{i}": FakeNode(f"w-{i}") for i in range(2)}
+    body = plan(1)
+    body["spec"]["prometheus"] = {
+        "url": "http://prometheus:9090",
+        "alerts": {"ignore": "Watchdog"},
+    }
+    kube, gate = FakeKube(nodes, body), FakePrometheus()
+    gate.firing = ["Watchdog", "CephHealthError"]
+
+    def reason(status: dict[str, Any]) -> str:
+        return str(conditions(status).get("Waiting", {}).get("reason"))
+
+    await run_until(kube, nodes, lambda s: reason(s) == "AlertsFiring", prometheus=gate)
+    assert (
+        "1 alert(s) firing: CephHealthError"
+        in conditions(kube.plan["status"])["Waiting"]["message"]
+    )
+    gate.firing, gate.down = [], True
+    await run_until(kube, nodes, lambda s: reason(s) == "PrometheusUnavailable", prometheus=gate)
+    assert not any(n.unschedulable for n in nodes.values())
+    gate.down = False
+    await run_until(kube, nodes, lambda s: s.get("phase") == "Completed", prometheus=gate)

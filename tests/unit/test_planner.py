@@ -215,14 +215,6 @@ def test_never_exceeds_max_unavailable_or_two_control_planes(
     assert decision == planner.plan_step(s, {}, in_flight, list(reversed(nodes)), NOW)
 
 
-def test_gates_that_are_not_evaluated_yet_block_rather_than_being_ignored() -> None:
-    gate = {"url": "http://prometheus:9090", "query": "up == 0"}
-    decision = planner.plan_step(spec(prometheus=gate), {}, [], fleet(0, 2), NOW)
-    assert decision.start == ()
-    assert decision.waiting is not None
-    assert decision.waiting.reason == "GateNotSupported"
-
-
 def ref(
     name: str,
     created: str,

@@ -230,13 +230,6 @@ def plan_step(
         )
     if spec.paused:
         return _wait(decision, "Paused", "spec.paused is true; in-flight nodes finish")
-    if spec.prometheus is not None:
-        return _wait(
-            decision,
-            "GateNotSupported",
-            "this nodeos version does not evaluate the prometheus gate yet; "
-            "it will not roll without the gate you asked for. Remove it to proceed.",
-        )
     if canary_hold is not None:
         return _replace(decision, waiting=canary_hold)
     try:

@@ -27,6 +27,7 @@ from nodeos.engine import metrics, plan_edits
 from nodeos.engine.actions import NodeContext, perform
 from nodeos.engine.etcd import etcd_problem
 from nodeos.engine.health import first_failing
+from nodeos.engine.prometheus import prometheus_problem
 from nodeos.engine.report import (
     announce,
     condition,
@@ -45,6 +46,7 @@ from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec, UpgradePlan
 from nodeos.ports.fence import FencedError
 from nodeos.ports.kube import ConflictError, KubeApi, KubeApiError
 from nodeos.ports.osapi import OsApi
+from nodeos.ports.prometheus import PrometheusApi
 
 RETRY_ANNOTATION = plan_edits.RETRY_ANNOTATION
 _WORKER_RETRY_S = 2.0
@@ -73,6 +75,7 @@ class EngineDeps:
         default=lambda: datetime.datetime.now(datetime.UTC)
     )
     poll_s: float = 0.5
+    prometheus: PrometheusApi | None = None  # for plans with a prometheus gate
 
 
 class PlanRollout:
@@ -265,6 +268,14 @@ class PlanRollout:
                 verdict = failing[1]
                 reason = "HealthCheckError" if verdict.error else "HealthCheckFailing"
                 start, held = [], planner.Waiting(reason, verdict.message)
+        if start and spec.prometheus is not None:
+            gate = (
+                ("PrometheusUnavailable", "this operator has no Prometheus client")
+                if self.deps.prometheus is None
+                else await prometheus_problem(self.deps.prometheus, spec.prometheus)
+            )
+            if gate is not None:
+                start, held = [], planner.Waiting(*gate)
         if start:
             policy = _policy(spec)
             await self.store.commit(lambda d: self._claim(d, start, spec, policy, now, selected))

@@ -12,6 +12,7 @@ from kubernetes import client, config
 from nodeos.adapters.kube import KubeClient
 from nodeos.adapters.osapi.client import TalosClient
 from nodeos.adapters.osapi.talosconfig import FileSource, SecretSource, TalosConfigError
+from nodeos.adapters.prometheus import PrometheusClient
 from nodeos.config import OperatorConfig
 from nodeos.engine import metrics
 from nodeos.engine.rollout import EngineDeps
@@ -90,6 +91,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         operator_node=cfg.node_name,
         own_pod=cfg.own_pod,
         poll_s=cfg.poll_s,
+        prometheus=PrometheusClient(),
     )
 
 

@@ -6,6 +6,7 @@ kinds roll nodes through the same engine with the same knobs.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import cel as cel_language
@@ -191,14 +192,26 @@ class HealthCheck(ApiModel):
 
 
 class AlertFilter(ApiModel):
-    """Which firing alerts block progress."""
+    """Which firing alerts block progress (regular expressions anchored at both ends)."""
 
     match: str = Field(
-        default=".*", max_length=1024, description="Regular expression on alert names."
+        default=".*",
+        max_length=1024,
+        description="Regular expression on alert names (whole name, as in PromQL matchers).",
     )
     ignore: str | None = Field(
         default=None, max_length=1024, description="Regular expression of alert names to ignore."
     )
+
+    @field_validator("match", "ignore")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"not a regular expression: {error}") from None
+        return pattern
 
 
 class PrometheusGate(ApiModel):
