@@ -18,6 +18,7 @@ import pytest
 from kubernetes import client
 
 from helpers.e2e import OperatorProcess, simulator_process, token_kubeconfig, wait_for
+from helpers.gates import PROBE_GROUP, PROBE_PLURAL, probes, set_probe
 from nodeos.sandbox import cluster
 from nodeos.simulator.fleet import read_journal
 
@@ -27,35 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "nodeos-gates"
 RELEASE = "gates"
 OLD, NEW = "v1.12.4", "v1.13.9"
-GROUP, PLURAL = "gates.example.com", "probes"
-PROBE_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": f"{PLURAL}.{GROUP}"},
-    "spec": {
-        "group": GROUP,
-        "scope": "Namespaced",
-        "names": {"plural": PLURAL, "singular": "probe", "kind": "Probe"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "properties": {"state": {"type": "string"}},
-                            }
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
 
 
 def helm(sandbox: cluster.Sandbox, binary: Path, *args: str) -> None:
@@ -76,61 +48,30 @@ def gated(
     kube: client.ApiClient,
     crds_installed: None,
 ) -> Iterator[client.CustomObjectsApi]:
-    """The chart installed with read on probes, the Probe CRD, and two probes in ``default``."""
-    ext = client.ApiextensionsV1Api(kube)
-    ext.create_custom_resource_definition(PROBE_CRD)
-    custom = client.CustomObjectsApi(kube)
-
-    def served() -> bool:
-        try:
-            custom.list_namespaced_custom_object(GROUP, "v1", "default", PLURAL)
-        except client.ApiException:
-            return False
-        return True
-
-    wait_for("the Probe CRD to be served", served)
-    for name in ("before", "after"):
-        custom.create_namespaced_custom_object(
-            GROUP,
-            "v1",
-            "default",
-            PLURAL,
-            {
-                "apiVersion": f"{GROUP}/v1",
-                "kind": "Probe",
-                "metadata": {"name": name},
-                "spec": {"state": "ok"},
-            },
+    """The chart installed with read on probes, and two probes in ``default``."""
+    with probes(kube, "before", "after") as custom:
+        helm(
+            sandbox,
+            sandbox_binaries["helm"],
+            "install",
+            RELEASE,
+            str(REPO / "charts/nodeos"),
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--set",
+            "replicaCount=0",
+            "--set",
+            f"healthCheckAccess[0].apiGroups[0]={PROBE_GROUP}",
+            "--set",
+            f"healthCheckAccess[0].resources[0]={PROBE_PLURAL}",
+            "--wait",
         )
-    helm(
-        sandbox,
-        sandbox_binaries["helm"],
-        "install",
-        RELEASE,
-        str(REPO / "charts/nodeos"),
-        "--namespace",
-        NAMESPACE,
-        "--create-namespace",
-        "--set",
-        "replicaCount=0",
-        "--set",
-        f"healthCheckAccess[0].apiGroups[0]={GROUP}",
-        "--set",
-        f"healthCheckAccess[0].resources[0]={PLURAL}",
-        "--wait",
-    )
-    try:
-        yield custom
-    finally:
-        helm(sandbox, sandbox_binaries["helm"], "uninstall", RELEASE, "--namespace", NAMESPACE)
-        ext.delete_custom_resource_definition(f"{PLURAL}.{GROUP}")
-        client.CoreV1Api(kube).delete_namespace(NAMESPACE)
-
-
-def set_probe(custom: client.CustomObjectsApi, name: str, state: str) -> None:
-    custom.patch_namespaced_custom_object(
-        GROUP, "v1", "default", PLURAL, name, {"spec": {"state": state}}
-    )
+        try:
+            yield custom
+        finally:
+            helm(sandbox, sandbox_binaries["helm"], "uninstall", RELEASE, "--namespace", NAMESPACE)
+            client.CoreV1Api(kube).delete_namespace(NAMESPACE)
 
 
 def gated_plan(name: str, node: str, probe: str, when: str) -> dict[str, Any]:
@@ -148,7 +89,7 @@ def gated_plan(name: str, node: str, probe: str, when: str) -> dict[str, Any]:
             "healthChecks": [
                 {
                     "description": f"probe {probe} is ok",
-                    "apiVersion": f"{GROUP}/v1",
+                    "apiVersion": f"{PROBE_GROUP}/v1",
                     "kind": "Probe",
                     "namespace": "default",
                     "name": probe,

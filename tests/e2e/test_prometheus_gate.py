@@ -1,8 +1,12 @@
-"""The Prometheus gate against a real Prometheus, and the chart's alert rules under promtool.
+"""The production example on the sandbox, with its gates real, and the chart's alert rules.
 
-Prometheus (built from its Go module like the sandbox) scrapes the operator's metrics and a
-target the test controls; a rule makes ``GateClosed`` fire while that target says 1. The alert
-fires mid-rollout: no node starts while it fires, and the rollout goes on once it resolves.
+``examples/upgradeplan-production.yaml`` is applied adapted to the sandbox: its node selector,
+a CEL health check on a Probe (a CRD installed for the test, standing for its CephCluster),
+a real Prometheus (built from its Go module like the sandbox) with a rule making
+``GateClosed`` fire while a target the test controls says 1, a maintenance window that is
+open, and seconds where the example waits minutes. It rolls; when the alert fires
+mid-rollout, no node starts until it resolves. Then promtool checks and unit-tests the
+chart's PrometheusRule.
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from helpers.e2e import wait_for
-from helpers.prometheus import GateTarget, prometheus_process
+from helpers.gates import PROBE_GROUP, GateTarget, probes, prometheus_process
 from helpers.rollout_env import NEW, Env
 
 pytestmark = pytest.mark.sandbox
 
 REPO = Path(__file__).resolve().parents[2]
+NODES = ["cp-1", *(f"worker-{i}" for i in range(1, 5))]
 GATE_RULES = {
     "groups": [
         {
@@ -32,73 +38,99 @@ GATE_RULES = {
 }
 
 
+def production_example(prometheus_url: str) -> dict[str, Any]:
+    """The example, adapted to the sandbox's nodes, objects, Prometheus and time scale."""
+    plan = yaml.safe_load((REPO / "examples/upgradeplan-production.yaml").read_text())
+    spec = plan["spec"]
+    spec["nodeSelector"] = {"matchLabels": {"type": "kwok"}}
+    spec["strategy"]["canary"]["soak"] = "2s"
+    spec["strategy"]["soakBetweenNodes"] = "0s"
+    check = spec["healthChecks"][0]
+    check.update(
+        apiVersion=f"{PROBE_GROUP}/v1",
+        kind="Probe",
+        namespace="default",
+        name="ceph",
+        expression="object.spec.state == 'ok'",
+    )
+    spec["prometheus"]["url"] = prometheus_url
+    spec["maintenanceWindows"] = [
+        {"schedule": "0 * * * *", "duration": "61m", "timeZone": "Europe/Berlin"}
+    ]
+    spec["drain"]["gracePeriod"] = "1s"
+    return plan
+
+
 def started(plan: dict[str, Any]) -> set[str]:
     """Nodes the plan has started (any record past Pending, or in flight)."""
     status = plan.get("status") or {}
     records = status.get("nodes") or []
-    return {
+    begun = {
         r["name"]
         for r in records
         if r.get("phase") != "Pending" and r.get("reason") != "AlreadyUpToDate"
-    } | set(status.get("inFlight") or [])
+    }
+    return begun | set(status.get("inFlight") or [])
 
 
-def test_a_firing_alert_holds_new_starts_until_it_resolves(
-    env_factory: Any, sandbox_binaries: dict[str, Path], tmp_path: Path, figures: list[str]
+def waiting(env: Env, name: str) -> dict[str, Any]:
+    conditions = {c["type"]: c for c in env.plan(name)["status"].get("conditions") or []}
+    return dict(conditions.get("Waiting") or {})
+
+
+def test_the_production_example_rolls_and_a_firing_alert_holds_it(
+    env_factory: Any,
+    sandbox_binaries: dict[str, Path],
+    kube: client.ApiClient,
+    tmp_path: Path,
+    figures: list[str],
 ) -> None:
-    env: Env = env_factory("--control-planes", "0", "--workers", "4", "--reboot-seconds", "2")
+    env: Env = env_factory("--control-planes", "1", "--workers", "4", "--reboot-seconds", "2")
     target = GateTarget()
     operator = f"127.0.0.1:{env.op.metrics_ports['op-a']}"
-    try:
-        with prometheus_process(
+    with (
+        probes(kube, "ceph"),
+        prometheus_process(
             sandbox_binaries,
             tmp_path / "prometheus",
             {"gate": target.address, "nodeos": operator},
             GATE_RULES,
-        ) as prom:
+        ) as prom,
+    ):
+        try:
             wait_for(
                 "Prometheus to scrape the operator",
                 lambda: prom.api("query", query='nodeos_leader{job="nodeos"} == 1')["result"],
                 30,
             )
-            env.apply_plan(
-                "gated",
-                strategy={"maxUnavailable": 1},
-                prometheus={
-                    "url": prom.url,
-                    "alerts": {"match": "Gate.*", "ignore": "Watchdog"},
-                },
-            )
-            wait_for("a first node to start", lambda: started(env.plan("gated")), 60)
+            plan = production_example(prom.url)
+            name = plan["metadata"]["name"]
+            env.custom.create_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans", plan)
+            wait_for("the canary to start", lambda: started(env.plan(name)), 60)
             target.value = 1
             wait_for("the alert to fire", lambda: "GateClosed" in prom.firing(), 30)
             fired = time.monotonic()
-
-            def holding() -> bool:
-                conditions = {c["type"]: c for c in env.plan("gated")["status"]["conditions"]}
-                return conditions["Waiting"].get("reason") == "AlertsFiring"
-
-            wait_for("the plan to hold on the alert", holding, 60)
-            held_at = time.monotonic()
-            before = started(env.plan("gated"))
+            wait_for(
+                "the plan to hold on the alert",
+                lambda: waiting(env, name).get("reason") == "AlertsFiring",
+                60,
+            )
+            held_after = time.monotonic() - fired
+            before = started(env.plan(name))
             time.sleep(5)  # many reconciles while it fires
-            assert started(env.plan("gated")) == before, "a node started while the alert fired"
-            assert holding()
-            message = {c["type"]: c for c in env.plan("gated")["status"]["conditions"]}["Waiting"][
-                "message"
-            ]
-            assert message == "1 alert(s) firing: GateClosed", message
-            assert len(before) < 4, "the alert fired too late to hold anything"
+            assert started(env.plan(name)) == before, "a node started while the alert fired"
+            assert waiting(env, name)["message"] == "1 alert(s) firing: GateClosed"
+            assert len(before) < len(NODES), "the alert fired too late to hold anything"
             target.value = 0
             wait_for("the alert to resolve", lambda: "GateClosed" not in prom.firing(), 30)
-            env.wait_phase("gated", "Completed", 120)
-    finally:
-        target.close()
-    for name in (f"worker-{i}" for i in range(1, 5)):
-        assert env.node(name).status.node_info.os_image == f"Talos ({NEW})"
+            env.wait_phase(name, "Completed", 180)
+        finally:
+            target.close()
+    for node in NODES:
+        assert env.node(node).status.node_info.os_image == f"Talos ({NEW})"
     figures.append(
-        f"prometheus gate: plan held {held_at - fired:.1f}s after the alert fired; "
-        f"{len(before)} of 4 node(s) started before it"
+        f"production example: held {held_after:.1f}s after the alert fired, "
+        f"{len(before)} of {len(NODES)} node(s) started before it; completed"
     )
 
 

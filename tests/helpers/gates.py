@@ -1,8 +1,10 @@
-"""A real Prometheus (built from its Go module like the sandbox) and a target the test controls.
+"""What gates check, for the end-to-end tests: Probe objects and a real Prometheus.
 
+``probes`` installs a CRD (``probes.gates.example.com``, kind Probe, ``spec.state``) standing
+for what users gate on (a CephCluster, a database operator's status), for CEL health checks.
 ``GateTarget`` serves ``/metrics`` with one gauge, ``nodeos_test_gate``, that a test flips;
-``prometheus_process`` runs Prometheus scraping it and any other targets every second, with a
-rule file, and waits until it is ready.
+``prometheus_process`` runs Prometheus (built from its Go module like the sandbox) scraping it
+and any other targets every second, with a rule file, and waits until it is ready.
 """
 
 from __future__ import annotations
@@ -19,9 +21,80 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
 
 from helpers.e2e import wait_for
 from nodeos.sandbox import processes
+
+PROBE_GROUP, PROBE_PLURAL = "gates.example.com", "probes"
+PROBE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": f"{PROBE_PLURAL}.{PROBE_GROUP}"},
+    "spec": {
+        "group": PROBE_GROUP,
+        "scope": "Namespaced",
+        "names": {"plural": PROBE_PLURAL, "singular": "probe", "kind": "Probe"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "properties": {"state": {"type": "string"}},
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+@contextmanager
+def probes(kube: client.ApiClient, *names: str) -> Iterator[client.CustomObjectsApi]:
+    """The Probe CRD with probes ``names`` in ``default``, all in state ``ok``; removed after."""
+    ext = client.ApiextensionsV1Api(kube)
+    ext.create_custom_resource_definition(PROBE_CRD)
+    custom = client.CustomObjectsApi(kube)
+
+    def served() -> bool:
+        try:
+            custom.list_namespaced_custom_object(PROBE_GROUP, "v1", "default", PROBE_PLURAL)
+        except client.ApiException:
+            return False
+        return True
+
+    try:
+        wait_for("the Probe CRD to be served", served)
+        for name in names:
+            custom.create_namespaced_custom_object(
+                PROBE_GROUP,
+                "v1",
+                "default",
+                PROBE_PLURAL,
+                {
+                    "apiVersion": f"{PROBE_GROUP}/v1",
+                    "kind": "Probe",
+                    "metadata": {"name": name},
+                    "spec": {"state": "ok"},
+                },
+            )
+        yield custom
+    finally:
+        ext.delete_custom_resource_definition(f"{PROBE_PLURAL}.{PROBE_GROUP}")
+
+
+def set_probe(custom: client.CustomObjectsApi, name: str, state: str) -> None:
+    custom.patch_namespaced_custom_object(
+        PROBE_GROUP, "v1", "default", PROBE_PLURAL, name, {"spec": {"state": state}}
+    )
 
 
 class GateTarget:
