@@ -39,6 +39,8 @@ class OperatorConfig(BaseModel):
     os_api_endpoints: Literal["ControlPlane", "Node"] = "ControlPlane"
     os_api_port: Port = 50000
     os_api_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # where ImageService.Pull and LifecycleService.Upgrade keep the installer image
+    os_api_containerd: Literal["CRI", "System"] = "CRI"
     metrics_port: Port = 8080
     health_port: Port = 8081
     namespace: str = Field(default="nodeos-system", min_length=1, max_length=63)
@@ -101,6 +103,14 @@ SETTINGS = (
         "NODEOS_OS_API_TIMEOUT",
         "os_api_timeout_s",
         "seconds before an OS API call (other than an install) gives up",
+    ),
+    Setting(
+        "--os-api-containerd",
+        "NODEOS_OS_API_CONTAINERD",
+        "os_api_containerd",
+        "containerd that pulls and installs the installer image on Talos >= 1.13: CRI (the "
+        "kubelet's, talosctl's default; can use its registry mirrors) or System (Talos's own)",
+        choices=("CRI", "System"),
     ),
     Setting("--metrics-port", "NODEOS_METRICS_PORT", "metrics_port", "Prometheus /metrics port"),
     Setting("--health-port", "NODEOS_HEALTH_PORT", "health_port", "/healthz port"),

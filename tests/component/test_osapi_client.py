@@ -9,14 +9,26 @@ import datetime
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 import yaml
+from google.protobuf import empty_pb2
 
 from nodeos.adapters.osapi.client import TalosClient
 from nodeos.adapters.osapi.talosconfig import FileSource, SecretSource, TalosConfigError
 from nodeos.core.nodes import NodeView
 from nodeos.engine.routing import Routing
+from nodeos.osapi.v1 import (
+    common_pb2,
+    image_pb2,
+    image_pb2_grpc,
+    lifecycle_pb2,
+    lifecycle_pb2_grpc,
+    machine_pb2,
+    machine_pb2_grpc,
+)
 from nodeos.ports.osapi import (
     CONFIG_PATH,
     ErrorKind,
@@ -174,13 +186,26 @@ async def test_installer_exit_code_is_a_permanent_failure(
     assert simulator.fleet.nodes["w-install-fails"].power is Power.RUNNING
 
 
-async def test_legacy_install_failure_is_reported(
+async def test_a_legacy_install_that_fails_is_acked_and_the_node_never_reboots(
     simulator: Simulator, client: TalosClient
 ) -> None:
-    with pytest.raises(OsApiError) as failed:
-        await client.install(routed(simulator, "w-install-fails"), IMAGE, api="Legacy")
-    assert failed.value.code == "FAILED_PRECONDITION"
-    assert "exited with code 3" in str(failed.value)
+    # As on Talos: the legacy Upgrade acks once the image checks out; the install runs after
+    # the reply, and its failure is only logged. The caller learns it only by the node
+    # never rebooting (the engine's NotRebooted).
+    node = routed(simulator, "w-install-fails")
+    before = await client.boot_id(node)
+    outcome = await client.install(node, IMAGE, api="Legacy")
+    assert outcome.api == "Legacy" and outcome.reboots_itself
+    assert outcome.messages == ("Upgrade request received",)
+    await asyncio.sleep(0.3)
+    assert await client.boot_id(node) == before
+    assert (await client.version(node)).tag == OLD
+    assert (
+        simulator.fleet.count(
+            "machine.MachineService/Upgrade (background)", "w-install-fails", "INSTALL_FAILED"
+        )
+        == 1
+    )
 
 
 async def test_bad_image_is_invalid_argument(simulator: Simulator, client: TalosClient) -> None:
@@ -266,10 +291,18 @@ async def test_apply_configuration_modes(simulator: Simulator, client: TalosClie
     assert applied.mode == "NoReboot" and "without a reboot" in applied.details
     assert b"somaxconn" in await client.read_file(node, CONFIG_PATH)
 
-    needs_reboot = live + b"  install:\n    image: ghcr.io/siderolabs/installer:v1.13.9\n"
+    # Talos applies machine.install and machine.kernel at once, and refuses machine.env so
+    install = live + b"  install:\n    image: ghcr.io/siderolabs/installer:v1.13.9\n"
+    assert (await client.apply_configuration(node, install, "NoReboot")).mode == "NoReboot"
+    needs_reboot = install + b"  env:\n    HTTP_PROXY: http://proxy:3128\n"
     with pytest.raises(OsApiError) as refused:
         await client.apply_configuration(node, needs_reboot, "NoReboot")
-    assert refused.value.code == "FAILED_PRECONDITION" and "requires a reboot" in str(refused.value)
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert "this config change can't be applied in immediate mode" in str(refused.value)
+    auto = await client.apply_configuration(node, needs_reboot, "Auto", dry_run=True)
+    assert auto.mode == "Reboot", "AUTO comes back resolved"
+    auto = await client.apply_configuration(node, install, "Auto", dry_run=True)
+    assert auto.mode == "NoReboot"
 
     staged = await client.apply_configuration(node, needs_reboot, "Staged")
     assert "next reboot" in staged.details
@@ -295,11 +328,13 @@ async def test_etcd_calls(simulator: Simulator, client: TalosClient) -> None:
     status = await client.etcd_status(cp1)
     assert status.healthy and status.leader == status.member_id
     assert not (await client.etcd_status(routed(simulator, "cp-3"))).healthy
-    former = await client.etcd_forfeit_leadership(cp1)
-    assert former == "cp-1"
+    successor = await client.etcd_forfeit_leadership(cp1)
+    assert successor in ("cp-2", "cp-3")
     assert (await client.etcd_status(cp1)).leader != status.member_id
-    with pytest.raises(OsApiError, match="not a control-plane node"):
+    assert await client.etcd_forfeit_leadership(cp1) == "", "not the leader: nothing moves"
+    with pytest.raises(OsApiError, match="only available on control plane nodes") as worker:
         await client.etcd_status(routed(simulator, "w-ok"))
+    assert worker.value.code == "UNIMPLEMENTED"
 
 
 async def test_a_reader_certificate_cannot_upgrade(simulator: Simulator, tmp_path: Path) -> None:
@@ -496,3 +531,62 @@ async def test_missing_talosconfig_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(OsApiError, match="absent: cannot read") as failed:
         await api.version(NodeTarget("n", "127.0.0.1:1"))
     assert failed.value.kind is ErrorKind.CREDENTIALS
+
+
+async def raw_machine(client: TalosClient, simulator: Simulator) -> Any:
+    """A MachineService stub on the client's own mTLS channel, for hand-made metadata."""
+    channel = await client._channel(NodeTarget("any", simulator.endpoint), force_reload=False)
+    return machine_pb2_grpc.MachineServiceStub(channel), channel
+
+
+async def test_routing_metadata_is_read_as_apid_reads_it(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    stub, channel = await raw_machine(client, simulator)
+    # "nodes" with one node is served by that node (never the endpoint's own), hostname set
+    reply = await stub.Hostname(empty_pb2.Empty(), metadata=(("nodes", "w-ok"),))
+    assert reply.messages[0].hostname == "w-ok"
+    assert reply.messages[0].metadata.hostname == "w-ok"
+    # "node" (one-to-one): the reply carries no metadata
+    reply = await stub.Hostname(empty_pb2.Empty(), metadata=(("node", "w-slow"),))
+    assert reply.messages[0].hostname == "w-slow"
+    assert not reply.messages[0].HasField("metadata")
+    # a multi-valued "node" is refused
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Hostname(empty_pb2.Empty(), metadata=(("node", "w-ok"), ("node", "w-slow")))
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "single-valued" in str(refused.value.details())
+    # ImageService does not fan out
+    images = image_pb2_grpc.ImageServiceStub(channel)
+    request = image_pb2.ImageServicePullRequest(image_ref=IMAGE)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async for _ in images.Pull(request, metadata=(("nodes", "w-ok"),)):
+            pass
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    # a Reboot with "nodes" reboots that node and no other
+    boots = {n.name: n.boot_id for n in simulator.fleet.nodes.values()}
+    await stub.Reboot(machine_pb2.RebootRequest(), metadata=(("nodes", "w-slow"),))
+    await wait_for(lambda: simulator.fleet.nodes["w-slow"].boot_id != boots["w-slow"], 10)
+    assert simulator.fleet.nodes["cp-1"].boot_id == boots["cp-1"]
+
+
+async def test_an_upgrade_needs_the_image_pulled_into_the_same_containerd(
+    simulator: Simulator, client: TalosClient
+) -> None:
+    channel = await client._channel(NodeTarget("any", simulator.endpoint), force_reload=False)
+    lifecycle = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
+    request = lifecycle_pb2.LifecycleServiceUpgradeRequest(
+        containerd=common_pb2.ContainerdInstance(
+            driver=common_pb2.CONTAINERD, namespace=common_pb2.NS_SYSTEM
+        ),
+        source=lifecycle_pb2.InstallArtifactsSource(image_name=IMAGE),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        async for _ in lifecycle.Upgrade(request, metadata=(("node", "w-ok"),)):
+            pass
+    assert missing.value.code() is grpc.StatusCode.INTERNAL
+    assert "not found in containerd store" in str(missing.value.details())
+    # the client pulls and installs in the CRI containerd by default, as talosctl does
+    outcome = await client.install(routed(simulator, "w-ok"), IMAGE)
+    assert outcome.api == "Lifecycle"
+    assert simulator.fleet.nodes["w-ok"].pulled == {"CRI/NS_CRI": {IMAGE}}

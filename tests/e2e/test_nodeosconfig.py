@@ -25,7 +25,7 @@ pytestmark = pytest.mark.sandbox
 OLD, NEW = "v1.12.4", "v1.13.9"
 SECRET_NS = "nodeos-system"
 LIVE_PATCH = "machine:\n  sysctls:\n    net.core.somaxconn: '65535'\n"
-REBOOT_PATCH = "machine:\n  install:\n    extraKernelArgs: [talos.dashboard.disabled=1]\n"
+REBOOT_PATCH = "machine:\n  env:\n    HTTP_PROXY: http://proxy.example.com:3128\n"
 
 
 class Fleet:

@@ -175,7 +175,7 @@ def test_faulty_nodes_are_reported_and_handled_per_failure_policy(env_factory: A
         "--control-planes",
         "0",
         "--workers",
-        "4",
+        "5",
         "--reboot-seconds",
         "1",
         "--fault",
@@ -184,13 +184,16 @@ def test_faulty_nodes_are_reported_and_handled_per_failure_policy(env_factory: A
         "worker-2=never-returns",
         "--fault",
         "worker-3=boot-fallback",
+        "--fault",
+        # a node with only the legacy Upgrade: acked, then its install fails after the reply
+        "worker-5=legacy-only,install-fails=2",
     )
     env.apply_plan(
         "faults",
-        strategy={"maxUnavailable": 4},
+        strategy={"maxUnavailable": 5},
         failurePolicy={
             "retries": 0,
-            "maxFailures": 3,
+            "maxFailures": 4,
             "nodeTimeout": "15s",
             "uncordonOnFailure": True,
         },
@@ -203,13 +206,17 @@ def test_faulty_nodes_are_reported_and_handled_per_failure_policy(env_factory: A
     assert records["worker-3"]["reason"] == "BootFallback"
     assert f"came back on {OLD}, not {NEW}" in records["worker-3"]["message"]
     assert records["worker-4"]["phase"] == "Done"
-    assert plan["status"]["counts"]["failed"] == 3
+    assert records["worker-5"]["reason"] == "NotRebooted", records["worker-5"]
+    assert "never rebooted" in records["worker-5"]["message"]
+    assert env.node("worker-5").status.node_info.os_image == f"Talos ({OLD})"
+    assert plan["status"]["counts"]["failed"] == 4
     assert "Degraded" in str(plan["status"]["conditions"])
-    for name in ("worker-1", "worker-3"):
+    for name in ("worker-1", "worker-3", "worker-5"):
         assert not env.node(name).spec.unschedulable, "uncordonOnFailure uncordoned it"
     calls = env.upgrade_calls()
     assert calls["worker-2"] == 1
     assert calls["worker-3"] == 1
+    assert calls["worker-5"] == 1, "acked once; never sent again"
 
 
 def test_a_node_cordoned_by_someone_else_blocks_a_budget_of_one_and_says_so(

@@ -226,7 +226,9 @@ class ConfigController:
             try:
                 await osapi.apply_configuration(target, patched, "NoReboot", dry_run=True)
             except OsApiError as error:
-                if mode == "Auto" and "requires a reboot" in error.detail:
+                # Talos answers InvalidArgument "this config change can't be applied in
+                # immediate mode" (and a diff) for a change that needs a reboot
+                if mode == "Auto" and _needs_reboot(error):
                     reboot_needed.append(state.name)
                     continue
                 return reboot_needed, [f"{state.name} rejected the configuration: {error.detail}"]
@@ -399,3 +401,8 @@ async def forget_inventory(kube: KubeApi, config: str, nodes: list[str]) -> None
                 {CONFIG_HASH_ANNOTATION: None, CONFIG_DRIFTED_ANNOTATION: None},
             )
     metrics.forget(f"config/{config}")
+
+
+def _needs_reboot(error: OsApiError) -> bool:
+    """Whether a NoReboot apply was refused only because the change needs a reboot."""
+    return error.code == "INVALID_ARGUMENT" and "applied in immediate mode" in error.detail

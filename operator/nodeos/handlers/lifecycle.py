@@ -49,7 +49,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     api = api_client(cfg)
     source = FileSource(cfg.talosconfig)
     credentials = await source.load()
-    osapi = TalosClient(source, timeout_s=cfg.os_api_timeout_s, observer=_observe)
+    osapi = TalosClient(
+        source,
+        timeout_s=cfg.os_api_timeout_s,
+        observer=_observe,
+        containerd=cfg.os_api_containerd,
+    )
     memo.api_client = api
     memo.osapi = osapi
     memo.rollouts = {}
@@ -77,7 +82,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         source = SecretSource(fetch, f"secret {secret.namespace}/{secret.name}", recheck_s=30)
         found = await source.load()
         client_ = TalosClient(
-            source, timeout_s=parse_duration(access.timeout).total_seconds(), observer=_observe
+            source,
+            timeout_s=parse_duration(access.timeout).total_seconds(),
+            observer=_observe,
+            containerd=cfg.os_api_containerd,
         )
         return client_, Routing(access.endpoints, found.endpoints, access.port, source.endpoints)
 

@@ -91,11 +91,14 @@ class Fleet:
         return transitions
 
     def forfeit_leadership(self, name: str) -> str:
-        """Moves etcd leadership off ``name`` if it leads; returns the former leader's name."""
-        former = self.etcd_leader or ""
-        if self.etcd_leader == name:
-            self.etcd_leader = self._next_leader(exclude=name)
-        return former
+        """Moves etcd leadership off ``name`` if it leads; returns the new leader's name.
+
+        As Talos v1.13 (internal/pkg/etcd, ForfeitLeadership): "" when ``name`` did not lead.
+        """
+        if self.etcd_leader != name:
+            return ""
+        self.etcd_leader = self._next_leader(exclude=name)
+        return self.etcd_leader or ""
 
     def record(self, node: str, method: str, code: str) -> None:
         """Adds a call to the journal (memory, and the journal file when set)."""

@@ -19,7 +19,32 @@ REBOOT_DELAY_S = 0.05
 _VERSION_IN_IMAGE = re.compile(
     r":(v[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?)(?:@sha256:[0-9a-f]+)?$"
 )
-_REBOOT_KEYS = ("install", "kernel", "disks", "systemDiskEncryption")
+# What Talos applies without a reboot (Runtime.CanApplyImmediate in Talos v1.13's
+# internal/app/machined/pkg/runtime/v1alpha1/v1alpha1_runtime.go): all of .cluster and .debug,
+# and these keys of .machine. A change anywhere else in .machine (env, disks, type, token,
+# systemDiskEncryption, ...) needs a reboot.
+_IMMEDIATE_MACHINE_KEYS = frozenset(
+    {
+        "time",
+        "certSANs",
+        "install",
+        "network",
+        "nodeLabels",
+        "nodeAnnotations",
+        "nodeTaints",
+        "sysfs",
+        "sysctls",
+        "logging",
+        "controlPlane",
+        "kubelet",
+        "kernel",
+        "registries",
+        "pods",
+        "seccompProfiles",
+        "features",
+        "udev",
+    }
+)
 
 
 class SimulatedError(Exception):
@@ -110,6 +135,9 @@ class SimulatedNode:
     previous_version: str | None = None
     installed_version: str | None = None
     staged_config: bytes | None = None
+    # installer images pulled, per containerd ("CRI/NS_CRI", "CONTAINERD/NS_SYSTEM")
+    pulled: dict[str, set[str]] = field(default_factory=dict)
+    resolved_mode: str = "NO_REBOOT"  # the mode the last ApplyConfiguration ran in (AUTO resolved)
     power: Power = Power.RUNNING
     reboot_at: float = 0.0
     back_at: float | None = None
@@ -169,8 +197,8 @@ class SimulatedNode:
 
     # -- operations ------------------------------------------------------------------------
 
-    def install(self, image: str) -> list[str]:
-        """Installs an image into the other A/B slot; returns installer output."""
+    def check_image(self, image: str) -> str:
+        """The OS version an installer image carries; INVALID_ARGUMENT when it has none."""
         if not image:
             raise SimulatedError("INVALID_ARGUMENT", "image is required")
         match = _VERSION_IN_IMAGE.search(image)
@@ -178,11 +206,24 @@ class SimulatedNode:
             raise SimulatedError(
                 "INVALID_ARGUMENT", f"cannot tell the OS version from image {image!r}"
             )
+        return match.group(1)
+
+    def check_etcd_for_upgrade(self) -> None:
+        """Talos's etcd pre-check before a control plane's legacy upgrade."""
+        if self.faults.etcd_unhealthy:
+            raise SimulatedError(
+                "FAILED_PRECONDITION",
+                f"error validating etcd for upgrade: etcd member {self.name} is not healthy",
+            )
+
+    def install(self, image: str) -> list[str]:
+        """Installs an image into the other A/B slot; returns installer output."""
+        version = self.check_image(image)
         output = [f"pulling {image}", "verifying image", "installing to the inactive partition"]
         if self.faults.install_exit_code:
             output.append("error: installer failed: disk write error (simulated)")
             raise SimulatedInstallError(self.faults.install_exit_code, output)
-        self.installed_version = match.group(1)
+        self.installed_version = version
         output.append(f"installed {self.installed_version}; it boots on the next reboot")
         return output
 
@@ -215,14 +256,20 @@ class SimulatedNode:
                 "INVALID_ARGUMENT", f"config validation: {self.faults.reject_config}"
             )
         needs_reboot = self._needs_reboot(document)
+        if mode == "AUTO":  # resolved before anything else, as Talos does
+            mode = "REBOOT" if needs_reboot else "NO_REBOOT"
         if mode == "NO_REBOOT" and needs_reboot:
+            # Talos v1.13 v1alpha1_server.go ApplyConfiguration: CanApplyImmediate's error as
+            # InvalidArgument, its message followed by the diff
             raise SimulatedError(
-                "FAILED_PRECONDITION",
-                f"applying this configuration requires a reboot (changes machine.{needs_reboot})",
+                "INVALID_ARGUMENT",
+                "this config change can't be applied in immediate mode\n"
+                f"diff: machine.{needs_reboot} changed",
             )
+        self.resolved_mode = mode
         if dry_run:
-            return f"Dry run: would apply in mode {mode}" + (
-                f"; needs a reboot (machine.{needs_reboot})" if needs_reboot else ""
+            return f"Dry run summary: would apply in mode {mode}" + (
+                f" (machine.{needs_reboot} changed)" if needs_reboot else ""
             )
         if mode == "STAGED":
             self.staged_config = data
@@ -244,9 +291,9 @@ class SimulatedNode:
         old_machine = current.get("machine") or {} if isinstance(current, dict) else {}
         if not isinstance(new_machine, dict) or not isinstance(old_machine, dict):
             return None
-        for key in _REBOOT_KEYS:
-            if new_machine.get(key) != old_machine.get(key):
-                return key
+        for key in sorted(set(new_machine) | set(old_machine)):
+            if key not in _IMMEDIATE_MACHINE_KEYS and new_machine.get(key) != old_machine.get(key):
+                return str(key)
         return None
 
 

@@ -7,6 +7,7 @@ calls to a node that is rebooting with Unavailable, and records the call in the 
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,6 +55,11 @@ ALLOWED_ROLES: dict[str, frozenset[str]] = {
 _SERVICES = ("apid", "containerd", "cri", "kubelet", "machined", "trustd")
 
 
+# Services apid fans out to several nodes (metadata ``nodes``); others refuse it.
+_ONE_TO_MANY = ("machine.MachineService/", "cluster.", "inspect.", "storage.", "time.")
+FAN_OUT: contextvars.ContextVar[bool] = contextvars.ContextVar("fan_out", default=False)
+
+
 class Gate:
     """Authorises, routes and records each call for one listening endpoint."""
 
@@ -62,10 +68,33 @@ class Gate:
         self.default_node = default_node
 
     async def enter(self, context: Context, method: str) -> SimulatedNode:
-        """The node this call is for, once it may proceed; aborts the call otherwise."""
-        metadata = dict(context.invocation_metadata() or ())
+        """The node this call is for, once it may proceed; aborts the call otherwise.
+
+        Routing follows apid's director (Talos v1.13 apid/pkg/director/director.go): ``node``
+        (single-valued) forwards one-to-one and the reply carries no metadata; ``nodes``
+        fans out (MachineService and the other one-to-many services only) and each reply
+        message carries the node's hostname; with neither the call is served locally.
+        """
+        pairs = list(context.invocation_metadata() or ())
         CALLER.set(_common_name(context))
-        target = str(metadata.get("node") or self.default_node)
+        single = [str(v) for k, v in pairs if k == "node"]
+        many = [n for k, v in pairs if k == "nodes" for n in str(v).split(",") if n]
+        FAN_OUT.set(bool(many))
+        if len(single) > 1:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "node metadata must be single-valued"
+            )
+        if many and not method.startswith(_ONE_TO_MANY):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"one-to-many proxying (metadata 'nodes') is not supported for {method}",
+            )
+        if len(many) > 1:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "the simulator serves one node per call: use 'node', or 'nodes' with one value",
+            )
+        target = (single or many or [self.default_node])[0]
         node = self.fleet.find(target)
         name = node.name if node else target
         roles = _roles(context)
@@ -180,25 +209,24 @@ class MachineService(machine_pb2_grpc.MachineServiceServicer):
     async def Upgrade(
         self, request: machine_pb2.UpgradeRequest, context: Context
     ) -> machine_pb2.UpgradeResponse:
+        # Talos v1.13 v1alpha1_server.go Upgrade: the installer image is pulled and validated
+        # and (on a control plane, unless force or preserve) etcd checked before the reply;
+        # the install itself runs after the ack, and when it fails that is only logged: the
+        # node keeps running its old version and never reboots.
         method = _M + "Upgrade"
         node = await self.gate.enter(context, method)
         try:
-            node.install(request.image)
-            node.reboot(self.fleet.clock())
-        except SimulatedInstallError as error:
-            await self.gate.fail(
-                context,
-                node,
-                method,
-                SimulatedError(
-                    "FAILED_PRECONDITION",
-                    f"upgrade failed: installer exited with code {error.exit_code}: "
-                    f"{error.message}",
-                ),
-            )
+            node.check_image(request.image)
+            if node.control_plane and not (request.force or request.preserve):
+                node.check_etcd_for_upgrade()
         except SimulatedError as error:
             await self.gate.fail(context, node, method, error)
         self.fleet.record(node.name, method, "OK")
+        try:
+            node.install(request.image)
+            node.reboot(self.fleet.clock())
+        except SimulatedError as error:  # after the ack: the caller never hears of it
+            self.fleet.record(node.name, method + " (background)", error.code)
         return machine_pb2.UpgradeResponse(
             messages=[
                 machine_pb2.Upgrade(
@@ -250,10 +278,11 @@ class MachineService(machine_pb2_grpc.MachineServiceServicer):
             await self.gate.fail(context, node, method, error)
             raise
         self.fleet.record(node.name, method, "OK")
+        resolved = machine_pb2.ApplyConfigurationRequest.Mode.Value(node.resolved_mode)
         return machine_pb2.ApplyConfigurationResponse(
             messages=[
                 machine_pb2.ApplyConfiguration(
-                    metadata=_meta(node), mode=request.mode, mode_details=details
+                    metadata=_meta(node), mode=resolved, mode_details=details
                 )
             ]
         )
@@ -334,8 +363,22 @@ class LifecycleService(lifecycle_pb2_grpc.LifecycleServiceServicer):
             await self.gate.fail(
                 context, node, method, SimulatedError("UNIMPLEMENTED", "unknown service")
             )
+        image = request.source.image_name
+        where = _store(request.containerd)
+        if image and image not in node.pulled.get(where, set()):
+            # Talos v1.13 lifecycle service: the installer must have been pulled (ImageService)
+            # into the same containerd before
+            await self.gate.fail(
+                context,
+                node,
+                method,
+                SimulatedError(
+                    "INTERNAL",
+                    f"installer image {image!r} not found in containerd store {where!r}",
+                ),
+            )
         try:
-            output = node.install(request.source.image_name)
+            output = node.install(image)
             exit_code = 0
         except SimulatedInstallError as error:
             output, exit_code = error.output, error.exit_code
@@ -367,6 +410,7 @@ class ImageService(image_pb2_grpc.ImageServiceServicer):
             await self.gate.fail(
                 context, node, method, SimulatedError("INVALID_ARGUMENT", "image_ref is required")
             )
+        node.pulled.setdefault(_store(request.containerd), set()).add(request.image_ref)
         self.gate.fleet.record(node.name, method, "OK")
         done = image_pb2.ImageServicePullLayerProgress.EXTRACT_COMPLETE
         yield image_pb2.ImageServicePullResponse(
@@ -376,6 +420,13 @@ class ImageService(image_pb2_grpc.ImageServiceServicer):
             )
         )
         yield image_pb2.ImageServicePullResponse(name=request.image_ref)
+
+
+def _store(instance: common_pb2.ContainerdInstance) -> str:
+    """Which containerd an image lives in: driver and namespace, as Talos names them."""
+    driver = common_pb2.ContainerDriver.Name(instance.driver)
+    namespace = common_pb2.ContainerdNamespace.Name(instance.namespace)
+    return f"{driver}/{namespace}"
 
 
 def _progress(
@@ -389,12 +440,14 @@ def _progress(
     return lifecycle_pb2.LifecycleServiceUpgradeResponse(progress=progress)
 
 
-def _meta(node: SimulatedNode) -> common_pb2.Metadata:
-    return common_pb2.Metadata(hostname=node.name)
+def _meta(node: SimulatedNode) -> common_pb2.Metadata | None:
+    """Reply metadata: the hostname when fanned out (``nodes``), none otherwise (as apid)."""
+    return common_pb2.Metadata(hostname=node.name) if FAN_OUT.get() else None
 
 
 def _not_control_plane(node: SimulatedNode) -> SimulatedError:
-    return SimulatedError("FAILED_PRECONDITION", f"{node.name} is not a control-plane node")
+    # Talos v1.13 v1alpha1_server.go: etcd RPCs on a worker
+    return SimulatedError("UNIMPLEMENTED", "etcd is only available on control plane nodes")
 
 
 def _roles(context: Context) -> frozenset[str]:

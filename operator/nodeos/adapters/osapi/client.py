@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, empty_pb2
@@ -83,8 +83,18 @@ class TalosClient:
         install_timeout_s: float = 600.0,
         observer: CallObserver | None = None,
         tls_server_name: str | None = None,
+        containerd: Literal["CRI", "System"] = "CRI",
     ) -> None:
         self._source = source
+        # talosctl's default: the CRI containerd (namespace k8s.io), which honours the
+        # machine's registry mirrors; "System" is Talos's own (namespace system)
+        self._containerd = (
+            common_pb2.ContainerdInstance(driver=common_pb2.CRI, namespace=common_pb2.NS_CRI)
+            if containerd == "CRI"
+            else common_pb2.ContainerdInstance(
+                driver=common_pb2.CONTAINERD, namespace=common_pb2.NS_SYSTEM
+            )
+        )
         self._timeout_s = timeout_s
         self._install_timeout_s = install_timeout_s
         self._observer = observer
@@ -173,9 +183,7 @@ class TalosClient:
         return InstallOutcome(api="Legacy", reboots_itself=True, messages=(ack,) if ack else ())
 
     async def _install_lifecycle(self, node: NodeTarget, image: str) -> InstallOutcome:
-        containerd = common_pb2.ContainerdInstance(
-            driver=common_pb2.CONTAINERD, namespace=common_pb2.NS_SYSTEM
-        )
+        containerd = self._containerd
 
         async def pull(ch: grpc.aio.Channel, md: _Metadata, t: float) -> None:
             request = image_pb2.ImageServicePullRequest(containerd=containerd, image_ref=image)
@@ -286,7 +294,10 @@ class TalosClient:
         )
 
     async def etcd_forfeit_leadership(self, node: NodeTarget) -> str:
-        """Moves etcd leadership off this node (``EtcdForfeitLeadership``)."""
+        """Moves etcd leadership off this node (``EtcdForfeitLeadership``).
+
+        Returns the new leader's name, or "" when this node was not the leader.
+        """
         reply = await self._call(
             node,
             "EtcdForfeitLeadership",
