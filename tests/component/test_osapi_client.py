@@ -590,3 +590,38 @@ async def test_an_upgrade_needs_the_image_pulled_into_the_same_containerd(
     outcome = await client.install(routed(simulator, "w-ok"), IMAGE)
     assert outcome.api == "Lifecycle"
     assert simulator.fleet.nodes["w-ok"].pulled == {"CRI/NS_CRI": {IMAGE}}
+
+
+async def test_a_client_fails_over_between_talosconfig_endpoints(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    # As talosctl: the talosconfig lists several endpoints (here a dead one first, then two
+    # control planes' own addresses); a call that cannot reach one goes through the next.
+    cp = {name: simulator.fleet.nodes[name].address for name in ("cp-1", "cp-2")}
+    endpoints = ["127.0.0.1:1", *(f"{address}:{simulator.port}" for address in cp.values())]
+    path = simulator.write_talosconfig(tmp_path / "multi", endpoints=endpoints)
+    source = FileSource(path)
+    api = TalosClient(source, timeout_s=3)
+    try:
+        await source.load()
+        routing = Routing("ControlPlane", live=source.endpoints)
+        node = NodeView(
+            name="w-ok",
+            labels={},
+            ready=True,
+            unschedulable=False,
+            cordoned_by=None,
+            os_image="",
+            address="w-ok",
+        )
+        target = routing.target(node)
+        assert (target.endpoint, target.fallbacks) == (endpoints[0], tuple(endpoints[1:]))
+        assert (await api.version(target)).tag == OLD
+        calls = [c for c in simulator.fleet.calls if c.method.endswith("/Version")]
+        assert [c.node for c in calls] == ["w-ok"], "delivered once, through a live endpoint"
+        # cp-1 reboots: its apid is down with it, so calls go through cp-2
+        simulator.fleet.nodes["cp-1"].reboot(simulator.fleet.clock())
+        await wait_for(lambda: simulator.fleet.nodes["cp-1"].power is Power.REBOOTING, 5)
+        assert (await api.hostname(target)) == "w-ok"
+    finally:
+        await api.close()

@@ -32,5 +32,9 @@ class Routing:
         endpoints = list((self.live() if self.live is not None else ()) or self.endpoints)
         if self.mode == "Node" or not endpoints:
             return NodeTarget(name=node.name, endpoint=f"{key}:{self.port}")
+        # never through the node being worked on while another endpoint exists
         others = [e for e in endpoints if e.split(":")[0] != node.address]
-        return NodeTarget(name=node.name, endpoint=(others or endpoints)[0], route=key)
+        ordered = others + [e for e in endpoints if e not in others]
+        return NodeTarget(
+            name=node.name, endpoint=ordered[0], route=key, fallbacks=tuple(ordered[1:])
+        )

@@ -24,12 +24,14 @@ class NodeTarget:
     """Where to send a call: the endpoint to dial, and the node to route it to.
 
     ``route`` becomes the ``node`` gRPC metadata key (Talos forwards the call to that node);
-    None means the endpoint itself serves the call.
+    None means the endpoint itself serves the call. ``fallbacks`` are other endpoints that can
+    route the call, tried in order when ``endpoint`` cannot be reached (as talosctl does).
     """
 
     name: str
     endpoint: str
     route: str | None = None
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,9 @@ class Simulator:
         await self._serve("127.0.0.1", services.Gate(self.fleet, default), credentials)
         if self.per_node_addresses:
             for node in self.fleet.nodes.values():
-                await self._serve(node.address, services.Gate(self.fleet, node.name), credentials)
+                await self._serve(
+                    node.address, services.Gate(self.fleet, node.name, own=node.name), credentials
+                )
         self.endpoint = f"127.0.0.1:{self.port}"
         self._ticker = asyncio.create_task(self._tick())
 
@@ -114,15 +116,17 @@ class Simulator:
         validity: datetime.timedelta = datetime.timedelta(days=1),
         context: str = "simulator",
         common_name: str = "nodeos-client",
+        endpoints: Sequence[str] = (),
     ) -> str:
         """A talosconfig whose client certificate carries ``roles`` and ``common_name``.
 
-        The journal records the common name as the caller.
+        The journal records the common name as the caller. ``endpoints``: default the shared
+        address; with per-node addresses, e.g. the control planes' (as a real cluster's).
         """
         client = self.ca.issue(
             common_name, organizations=tuple(roles), client=True, validity=validity
         )
-        endpoints = [self.endpoint]
+        endpoints = list(endpoints) or [self.endpoint]
         return yaml.safe_dump(
             {
                 "context": context,
@@ -146,9 +150,12 @@ class Simulator:
         *,
         validity: datetime.timedelta = datetime.timedelta(days=1),
         common_name: str = "nodeos-client",
+        endpoints: Sequence[str] = (),
     ) -> Path:
         """Writes a talosconfig with mode 0600 (atomically, so readers never see half a file)."""
-        text = self.talosconfig(roles, validity=validity, common_name=common_name)
+        text = self.talosconfig(
+            roles, validity=validity, common_name=common_name, endpoints=endpoints
+        )
         temporary = path.with_name(f".{path.name}.tmp")
         pki.write_pem(temporary, text.encode(), secret=True)
         temporary.replace(path)

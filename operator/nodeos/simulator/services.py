@@ -27,7 +27,7 @@ from nodeos.osapi.v1 import (
 )
 from nodeos.ports.osapi import BOOT_ID_PATH, CONFIG_PATH
 from nodeos.simulator.fleet import CALLER, Fleet
-from nodeos.simulator.node import SimulatedError, SimulatedInstallError, SimulatedNode
+from nodeos.simulator.node import Power, SimulatedError, SimulatedInstallError, SimulatedNode
 
 # grpc.aio.ServicerContext; grpcio ships no type information.
 Context = Any
@@ -63,9 +63,10 @@ FAN_OUT: contextvars.ContextVar[bool] = contextvars.ContextVar("fan_out", defaul
 class Gate:
     """Authorises, routes and records each call for one listening endpoint."""
 
-    def __init__(self, fleet: Fleet, default_node: str) -> None:
+    def __init__(self, fleet: Fleet, default_node: str, *, own: str | None = None) -> None:
         self.fleet = fleet
         self.default_node = default_node
+        self.own = own  # the node whose address this endpoint is (its apid), if any
 
     async def enter(self, context: Context, method: str) -> SimulatedNode:
         """The node this call is for, once it may proceed; aborts the call otherwise.
@@ -77,6 +78,15 @@ class Gate:
         """
         pairs = list(context.invocation_metadata() or ())
         CALLER.set(_common_name(context))
+        host = self.fleet.find(self.own) if self.own else None
+        if host is not None:
+            self.fleet.advance()
+        if host is not None and host.power in (Power.REBOOTING, Power.DOWN):
+            # that node's apid is down with it: nothing listens at its address
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"failed to connect: connection refused ({host.name} is {host.power.value})",
+            )
         single = [str(v) for k, v in pairs if k == "node"]
         many = [n for k, v in pairs if k == "nodes" for n in str(v).split(",") if n]
         FAN_OUT.set(bool(many))

@@ -9,6 +9,7 @@ comes back from a reboot.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 from collections.abc import Awaitable, Callable
@@ -100,6 +101,7 @@ class TalosClient:
         self._observer = observer
         self._tls_server_name = tls_server_name
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._answering: str | None = None  # the endpoint that last answered a routed call
         self._fingerprint = ""
 
     # -- OsApi ---------------------------------------------------------------------------
@@ -327,9 +329,13 @@ class TalosClient:
         FENCE.check()
         started = time.monotonic()
         metadata: _Metadata = (("node", node.route),) if node.route else ()
-        for attempt in (1, 2):
+        candidates = self._endpoints(node)
+        attempt = 1
+        while True:
+            endpoint = candidates[0]
+            target = dataclasses.replace(node, endpoint=endpoint)
             try:
-                channel = await self._channel(node, force_reload=attempt == 2)
+                channel = await self._channel(target, force_reload=attempt == 2)
             except TalosConfigError as unusable:  # the talosconfig is gone or broken
                 self._observe(method, started, ErrorKind.CREDENTIALS)
                 raise OsApiError(
@@ -338,15 +344,29 @@ class TalosClient:
             try:
                 result = await invoke(channel, metadata, timeout_s or self._timeout_s)
             except grpc.aio.AioRpcError as rpc_error:
-                error = classify(node.name, node.endpoint, method, rpc_error)
+                error = classify(node.name, endpoint, method, rpc_error)
                 if error.kind is ErrorKind.CREDENTIALS and attempt == 1:
+                    attempt = 2
+                    continue
+                if len(candidates) > 1 and _not_connected(rpc_error):
+                    # the call never reached that endpoint: another one can route it
+                    candidates = candidates[1:]
                     continue
                 down = expect_down and error.kind is ErrorKind.TRANSIENT  # a reboot, not a fault
                 self._observe(method, started, None if down else error.kind)
                 raise error from None
+            if node.fallbacks:
+                self._answering = endpoint
             self._observe(method, started, None)
             return result
-        raise AssertionError("unreachable")
+
+    def _endpoints(self, node: NodeTarget) -> list[str]:
+        """Where to dial, in order: the one that last answered first, if it may route this."""
+        candidates = [node.endpoint, *node.fallbacks]
+        if self._answering in candidates[1:]:
+            candidates.remove(self._answering)
+            candidates.insert(0, self._answering)
+        return candidates
 
     async def _channel(self, node: NodeTarget, *, force_reload: bool) -> grpc.aio.Channel:
         credentials = await self._source.load(force=force_reload)
@@ -398,6 +418,15 @@ def _channel_credentials(credentials: Credentials) -> grpc.ChannelCredentials:
         root_certificates=credentials.ca_pem,
         private_key=credentials.key_pem,
         certificate_chain=credentials.cert_pem,
+    )
+
+
+def _not_connected(error: grpc.aio.AioRpcError) -> bool:
+    """True when the call failed before reaching the endpoint (so it was not delivered)."""
+    details = (error.details() or "").lower()
+    return error.code() is grpc.StatusCode.UNAVAILABLE and any(
+        marker in details
+        for marker in ("connection refused", "failed to connect", "no route to host", "dns")
     )
 
 
