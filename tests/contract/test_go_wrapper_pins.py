@@ -27,6 +27,8 @@ def replacements(component: components.Component) -> dict[str, str]:
         (components.KWOK, "sigs.k8s.io/kwok"),
         (components.HELM, "helm.sh/helm/v3"),
         (components.PROMETHEUS, "github.com/prometheus/prometheus"),
+        (components.TALOS_INTEROP, "github.com/siderolabs/talos/pkg/machinery"),
+        (components.TALOS_INTEROP_LEGACY, "github.com/siderolabs/talos/pkg/machinery"),
     ],
 )
 def test_wrapper_requires_the_pinned_version(component: components.Component, module: str) -> None:

@@ -16,6 +16,8 @@ ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.19.5"
 PROMETHEUS_VERSION = "v0.316.0"  # the Go module's version of Prometheus 3.16.0
+TALOS_MACHINERY_VERSION = "v1.13.0"
+TALOS_MACHINERY_LEGACY_VERSION = "v1.12.0"  # before ImageService and LifecycleService
 
 _K8S_MINOR = KUBERNETES_VERSION.split(".")[1]
 _K8S_VERSION_PKG = "k8s.io/component-base/version"
@@ -111,4 +113,28 @@ PROMETHEUS = Component(
     tags=("remove_all_sd",),
 )
 
-ALL_COMPONENTS: tuple[Component, ...] = (ETCD, KUBERNETES, KWOK, HELM, PROMETHEUS)
+# Our interop checker (gomod/talos-interop/*.go) against the official Talos client library,
+# built once per machinery version; the v1.12 module links the same sources (tag talos112).
+TALOS_INTEROP = Component(
+    name="talos-interop",
+    version=TALOS_MACHINERY_VERSION,
+    packages=("nodeos.dev/sandbox/talosinterop",),
+    binaries=("talos-interop",),
+)
+TALOS_INTEROP_LEGACY = Component(
+    name="talos-interop-1.12",
+    version=TALOS_MACHINERY_LEGACY_VERSION,
+    packages=("nodeos.dev/sandbox/talosinterop112",),
+    binaries=("talos-interop-1.12",),
+    tags=("talos112",),
+)
+
+ALL_COMPONENTS: tuple[Component, ...] = (
+    ETCD,
+    KUBERNETES,
+    KWOK,
+    HELM,
+    PROMETHEUS,
+    TALOS_INTEROP,
+    TALOS_INTEROP_LEGACY,
+)

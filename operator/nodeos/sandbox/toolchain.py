@@ -57,6 +57,8 @@ def build_key(component: Component, go: str) -> str:
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum"):
         digest.update((component.module_dir / name).read_bytes())
+    for source in sorted(component.module_dir.glob("*.go")):  # our own Go programs
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
     for part in (*component.packages, *component.binaries, *component.ldflags, *component.tags, go):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:12]

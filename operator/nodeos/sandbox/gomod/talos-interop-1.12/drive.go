@@ -1,0 +1,1 @@
+../talos-interop/drive.go
