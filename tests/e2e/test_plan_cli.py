@@ -39,7 +39,8 @@ def test_preview_of_the_production_example_prints_its_batches(env_factory: Any) 
     assert "batch   1: cp-1" in text, "the control plane first, alone"
     assert "batch   2: worker-1" in text
     assert "canary: the first 1 node(s) alone, then a soak of 30m" in text
-    assert "health check: CephCluster rook-ceph" in text
+    assert "health check (Both): CephCluster rook-ceph" in text
+    assert "prometheus gate: http://prometheus-operated.monitoring:9090" in text
     assert "maintenance window:" in text
     assert "estimate:" in text
     assert (
