@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+_NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 class SettingsError(ValueError):
@@ -44,6 +45,8 @@ class OperatorConfig(BaseModel):
     metrics_port: Port = 8080
     health_port: Port = 8081
     namespace: str = Field(default="nodeos-system", min_length=1, max_length=63)
+    # where plans and NodeOSConfigs may keep osApi.talosconfigSecret (empty: ``namespace``)
+    secret_namespaces: tuple[Annotated[str, Field(pattern=_NAMESPACE)], ...] = ()
     lease_name: str = Field(default="nodeos-operator", min_length=1, max_length=253)
     identity: str = Field(default="", min_length=1)
     leader_election: bool = True
@@ -57,6 +60,18 @@ class OperatorConfig(BaseModel):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("secret_namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def readable_secret_namespaces(self) -> tuple[str, ...]:
+        """Namespaces whose Secrets an osApi reference may name."""
+        return self.secret_namespaces or (self.namespace,)
 
     @field_validator("log_format", mode="before")
     @classmethod
@@ -116,6 +131,13 @@ SETTINGS = (
     Setting("--health-port", "NODEOS_HEALTH_PORT", "health_port", "/healthz port"),
     Setting("--namespace", "POD_NAMESPACE", "namespace", "namespace of the leader Lease"),
     Setting("--lease-name", "NODEOS_LEASE_NAME", "lease_name", "name of the leader Lease"),
+    Setting(
+        "--secret-namespaces",
+        "NODEOS_SECRET_NAMESPACES",
+        "secret_namespaces",
+        "comma-separated namespaces whose Secrets osApi.talosconfigSecret may name (default: "
+        "the operator's namespace); a reference elsewhere is refused without reading it",
+    ),
     Setting(
         "--identity",
         "POD_NAME",

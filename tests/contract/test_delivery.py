@@ -36,7 +36,6 @@ EXPECTED_CLUSTER_RULES = [
         "verbs": ["get", "list", "watch", "patch"],
     },
     {"apiGroups": ["nodeos.dev"], "resources": ["nodeosconfigs/status"], "verbs": ["patch"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],
@@ -109,16 +108,36 @@ def test_cluster_role_is_exactly_what_the_operator_uses(sandbox_binaries: dict[s
     docs = rendered(sandbox_binaries)
     role = next(d for d in docs if d["kind"] == "ClusterRole")
     assert role["rules"] == EXPECTED_CLUSTER_RULES
-    lease = next(d for d in docs if d["kind"] == "Role")
-    assert lease["rules"] == [
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    assert roles["nodeos-leader"]["rules"] == [
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "verbs": ["get", "create", "update"],
         }
     ]
-    text = json.dumps([role, lease])
+    # Secrets: get, in the release namespace only (no cluster-wide read of every Secret)
+    secrets = roles["nodeos-secrets"]
+    assert secrets["metadata"]["namespace"] == "nodeos-system"
+    assert secrets["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert len(roles) == 2
+    text = json.dumps([role, *roles.values()])
     assert "*" not in text, "no wildcards"
+
+
+def test_secret_access_follows_the_namespaces_listed(sandbox_binaries: dict[str, Path]) -> None:
+    docs = rendered(sandbox_binaries, "osApi.secretNamespaces={team-a,team-b}")
+    where = sorted(
+        d["metadata"]["namespace"]
+        for d in docs
+        if d["kind"] in ("Role", "RoleBinding") and d["metadata"]["name"] == "nodeos-secrets"
+    )
+    assert where == ["team-a", "team-a", "team-b", "team-b"]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert (
+        "--secret-namespaces=team-a,team-b"
+        in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
 
 
 def test_deployment_is_locked_down(sandbox_binaries: dict[str, Path]) -> None:

@@ -98,7 +98,8 @@ def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
         "replicaCount=0",
         "--wait",
     )
-    assert len(owned_objects(kube)) == 8, " ".join(owned_objects(kube))
+    # the Role and RoleBinding for Secrets, in the release namespace only by default
+    assert len(owned_objects(kube)) == 10, " ".join(owned_objects(kube))
 
     with simulator_process(
         sandbox,
@@ -114,6 +115,9 @@ def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
         restricted = token_kubeconfig(sandbox, kubectl, tmp_path / "sa.kc", RELEASE, NAMESPACE)
         for verb, allowed in (
             ("list secrets -A", "no"),
+            (f"get secrets -n {NAMESPACE}", "yes"),
+            ("get secrets -n default", "no"),
+            ("get secrets -n kube-system", "no"),
             ("patch nodes", "yes"),
             ("create pods --subresource=eviction -A", "yes"),
             ("delete nodes", "no"),

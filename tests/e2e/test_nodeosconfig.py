@@ -305,6 +305,26 @@ def test_a_missing_secret_is_a_condition_naming_it_until_it_is_created(
     fleet.wait_ready("no-secret", 90)
     assert "Traceback" not in fleet.op.logs()
 
+    # A valid talosconfig Secret outside the namespaces nodeos may read is refused unread.
+    elsewhere = f"tc-elsewhere-{uuid.uuid4().hex[:6]}"
+    data = {"config": base64.b64encode(fleet.sim.talosconfig.read_bytes()).decode()}
+    fleet.core.create_namespaced_secret("default", {"metadata": {"name": elsewhere}, "data": data})
+    try:
+        fleet.apply_config(
+            "elsewhere",
+            osApi={"talosconfigSecret": {"name": elsewhere, "namespace": "default"}},
+        )
+        wait_for(
+            "the reference refused",
+            lambda: fleet.condition("elsewhere", "Ready").get("reason") == "CredentialsUnusable",
+            60,
+        )
+        message = fleet.condition("elsewhere", "Ready")["message"]
+        assert f"secret default/{elsewhere} is outside the namespaces" in message, message
+        assert f"({SECRET_NS})" in message
+    finally:
+        fleet.core.delete_namespaced_secret(elsewhere, "default")
+
 
 def test_a_deleted_config_takes_its_labels_and_series_with_it(fleet_factory: Any) -> None:
     fleet: Fleet = fleet_factory("--control-planes", "0", "--workers", "2", "--reboot-seconds", "1")

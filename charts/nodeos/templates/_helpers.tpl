@@ -26,3 +26,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Namespaces whose Secrets osApi.talosconfigSecret may name, as a JSON list (default: the
+release namespace).
+*/}}
+{{- define "nodeos.secretNamespaces" -}}
+{{- toJson (default (list .Release.Namespace) .Values.osApi.secretNamespaces) -}}
+{{- end }}

@@ -65,6 +65,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
         async def fetch() -> tuple[str, bytes]:
             where = f"secret {secret.namespace}/{secret.name}"
+            allowed = cfg.readable_secret_namespaces
+            if secret.namespace not in allowed:
+                raise TalosConfigError(
+                    f"{where} is outside the namespaces whose Secrets nodeos may read "
+                    f"({', '.join(allowed)}); move it there, or allow its namespace "
+                    "(chart value osApi.secretNamespaces, setting --secret-namespaces)"
+                )
             try:
                 return await kube.read_secret_key(secret.namespace, secret.name, secret.key)
             except NotFoundError:
