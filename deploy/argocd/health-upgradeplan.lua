@@ -1,5 +1,8 @@
--- Argo CD health for nodeos.dev/UpgradePlan: Healthy when Completed without failures,
--- Degraded when Failed (or Completed with failed nodes), Suspended when Paused, else Progressing.
+-- Argo CD health for nodeos.dev/UpgradePlan:
+-- Progressing until the operator has seen the latest spec; Degraded when its Degraded
+-- condition says so (failed nodes, an invalid spec, or a wait only a person can end, such as
+-- NoNodesSelected) or the plan Failed; Suspended when Paused or a canary awaits approval;
+-- Healthy when Completed; else Progressing.
 local hs = {}
 if obj.status == nil or obj.status.phase == nil then
   hs.status = "Progressing"
@@ -14,7 +17,22 @@ if obj.metadata.generation ~= nil and obj.status.observedGeneration ~= nil
   hs.message = "the operator has not seen the latest spec yet"
   return hs
 end
-if phase == "Completed" then
+local waiting = nil
+if obj.status.conditions ~= nil then
+  for _, condition in ipairs(obj.status.conditions) do
+    if condition.type == "Degraded" and condition.status == "True" then
+      hs.status = "Degraded"
+      hs.message = condition.message or message
+      return hs
+    end
+    if condition.type == "Waiting" and condition.status == "True" then
+      waiting = condition.reason
+    end
+  end
+end
+if phase == "Failed" then
+  hs.status = "Degraded"
+elseif phase == "Completed" then
   local failed = 0
   if obj.status.counts ~= nil and obj.status.counts.failed ~= nil then
     failed = obj.status.counts.failed
@@ -24,9 +42,7 @@ if phase == "Completed" then
   else
     hs.status = "Healthy"
   end
-elseif phase == "Failed" then
-  hs.status = "Degraded"
-elseif phase == "Paused" then
+elseif phase == "Paused" or waiting == "CanaryAwaitingApproval" then
   hs.status = "Suspended"
 else
   hs.status = "Progressing"

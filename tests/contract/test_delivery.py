@@ -216,6 +216,67 @@ def test_dashboard_queries_only_metrics_the_operator_exports() -> None:
             {"conditions": [{"type": "Degraded", "status": "True", "message": "x"}]},
             "Degraded",
         ),
+        # credentials that do not work do not fix themselves
+        (
+            "nodeosconfig",
+            {"conditions": [{"type": "Ready", "status": "False", "reason": "CredentialsUnusable"}]},
+            "Degraded",
+        ),
+        (
+            "nodeosconfig",
+            {"conditions": [{"type": "Ready", "status": "False", "reason": "NotInSync"}]},
+            "Progressing",
+        ),
+        # a spec the operator has not seen yet says nothing about health
+        (
+            "nodeosconfig",
+            {
+                "observedGeneration": 1,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "InSync"}],
+            },
+            "Progressing",
+        ),
+        # waits only a person can end
+        (
+            "upgradeplan",
+            {
+                "phase": "Waiting",
+                "conditions": [
+                    {"type": "Waiting", "status": "True", "reason": "NoNodesSelected"},
+                    {"type": "Degraded", "status": "True", "reason": "NoNodesSelected"},
+                ],
+            },
+            "Degraded",
+        ),
+        (
+            "upgradeplan",
+            {
+                "phase": "Waiting",
+                "conditions": [{"type": "Degraded", "status": "True", "reason": "InvalidSpec"}],
+            },
+            "Degraded",
+        ),
+        (
+            "upgradeplan",
+            {
+                "phase": "Waiting",
+                "conditions": [
+                    {"type": "Waiting", "status": "True", "reason": "OutsideMaintenanceWindow"},
+                    {"type": "Degraded", "status": "False", "reason": "NoFailures"},
+                ],
+            },
+            "Progressing",
+        ),
+        (
+            "upgradeplan",
+            {
+                "phase": "Waiting",
+                "conditions": [
+                    {"type": "Waiting", "status": "True", "reason": "CanaryAwaitingApproval"}
+                ],
+            },
+            "Suspended",
+        ),
     ],
 )
 def test_argocd_health_checks(kind: str, status: dict[str, Any] | None, expected: str) -> None:
@@ -294,3 +355,60 @@ def test_the_wheel_builds_and_its_entry_point_runs(tmp_path: Path) -> None:
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "nodeos 0.1.0"
+
+
+def _lua(script: str, obj: dict[str, Any]) -> Any:
+    runtime = lupa.LuaRuntime(unpack_returned_tuples=True)
+    return runtime.eval(f"function(obj) {script} end")(_to_lua(runtime, obj))
+
+
+def _table(value: Any) -> Any:
+    if hasattr(value, "items"):
+        return {k: _table(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "enabled"),
+    [
+        ({}, {"phase": "Progressing"}, {"pause"}),
+        ({"paused": True}, {"phase": "Paused"}, {"resume"}),
+        ({}, {"phase": "Failed"}, {"pause", "retry"}),
+        (
+            {},
+            {
+                "phase": "Waiting",
+                "conditions": [
+                    {"type": "Waiting", "status": "True", "reason": "CanaryAwaitingApproval"}
+                ],
+            },
+            {"pause", "approve"},
+        ),
+    ],
+)
+def test_argocd_offers_the_plan_actions_that_apply(
+    spec: dict[str, Any], status: dict[str, Any], enabled: set[str]
+) -> None:
+    script = (REPO / "deploy/argocd/actions-upgradeplan/discovery.lua").read_text()
+    actions = _table(_lua(script, {"metadata": {}, "spec": spec, "status": status}))
+    assert set(actions) == {"pause", "resume", "retry", "approve"}
+    assert {name for name, a in actions.items() if not a["disabled"]} == enabled
+
+
+@pytest.mark.parametrize(
+    ("action", "field", "value"),
+    [
+        ("pause", ("spec", "paused"), True),
+        ("resume", ("spec", "paused"), False),
+        ("retry", ("metadata", "annotations", "nodeos.dev/retry"), "true"),
+        ("approve", ("metadata", "annotations", "nodeos.dev/approve"), "true"),
+    ],
+)
+def test_argocd_plan_actions_set_what_the_operator_reads(
+    action: str, field: tuple[str, ...], value: Any
+) -> None:
+    script = (REPO / f"deploy/argocd/actions-upgradeplan/{action}.lua").read_text()
+    result: Any = _table(_lua(script, {"metadata": {"name": "p"}, "spec": {"paused": False}}))
+    for key in field:
+        result = result[key]
+    assert result == value
