@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -412,3 +413,59 @@ def test_argocd_plan_actions_set_what_the_operator_reads(
     for key in field:
         result = result[key]
     assert result == value
+
+
+def test_the_chart_renders_as_a_subchart_with_global_values(
+    sandbox_binaries: dict[str, Path], tmp_path: Path
+) -> None:
+    parent = tmp_path / "platform"
+    (parent / "charts").mkdir(parents=True)
+    shutil.copytree(CHART, parent / "charts/nodeos")
+    (parent / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: platform\nversion: 1.0.0\n"
+        "dependencies:\n  - name: nodeos\n    version: '>=0.0.0'\n"
+    )
+    (parent / "values.yaml").write_text(
+        "global:\n  imageRegistry: registry.example.com\n"
+        "nodeos:\n  fullnameOverride: fleet-upgrades\n  replicaCount: 1\n"
+    )
+    result = helm(sandbox_binaries, "template", "platform", str(parent), "-n", "platform")
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["metadata"]["name"] == "fleet-upgrades"
+    assert deployment["spec"]["replicas"] == 1
+    assert helm(sandbox_binaries, "lint", "--strict", str(parent)).returncode == 0
+
+
+def test_name_overrides_name_every_object(sandbox_binaries: dict[str, Path]) -> None:
+    docs = rendered(sandbox_binaries, "nameOverride=osup")
+    names = {d["metadata"]["name"] for d in docs if d["kind"] in ("Deployment", "ClusterRole")}
+    assert names == {"nodeos-osup"}
+    labels = next(d for d in docs if d["kind"] == "Deployment")["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "osup"
+
+
+def test_a_users_affinity_is_merged_into_the_default_spread(
+    sandbox_binaries: dict[str, Path],
+) -> None:
+    args = ["template", "nodeos", str(CHART), "--show-only", "templates/deployment.yaml"]
+    args += [
+        "--set",
+        "affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        "[0].topologyKey=topology.kubernetes.io/zone",
+    ]
+    args += [
+        "--set",
+        "affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight=1",
+    ]
+    result = helm(sandbox_binaries, *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("podAntiAffinity:") == 1, "one key, not two"
+    affinity = yaml.safe_load(result.stdout)["spec"]["template"]["spec"]["affinity"]
+    anti = affinity["podAntiAffinity"]
+    assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"] == 100
+    assert anti["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == (
+        "topology.kubernetes.io/zone"
+    )
+    assert "nodeAffinity" in affinity
