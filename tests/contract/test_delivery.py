@@ -187,7 +187,7 @@ def test_dashboard_queries_only_metrics_the_operator_exports() -> None:
     exported = set()
     for collector in list(REGISTRY._collector_to_names):
         exported.update(REGISTRY._collector_to_names[collector])
-    dashboard = json.loads((REPO / "deploy/grafana/nodeos-dashboard.json").read_text())
+    dashboard = json.loads((REPO / "integrations/grafana/nodeos-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"\bnodeos_[a-z_]+", e)}
     assert used, "the dashboard queries nodeos metrics"
@@ -281,7 +281,7 @@ def test_dashboard_queries_only_metrics_the_operator_exports() -> None:
     ],
 )
 def test_argocd_health_checks(kind: str, status: dict[str, Any] | None, expected: str) -> None:
-    script = (REPO / f"deploy/argocd/health-{kind}.lua").read_text()
+    script = (REPO / f"integrations/argocd/health-{kind}.lua").read_text()
     runtime = lupa.LuaRuntime(unpack_returned_tuples=True)
     obj: dict[str, Any] = {"metadata": {"generation": 2}}
     if status is not None:
@@ -390,7 +390,7 @@ def _table(value: Any) -> Any:
 def test_argocd_offers_the_plan_actions_that_apply(
     spec: dict[str, Any], status: dict[str, Any], enabled: set[str]
 ) -> None:
-    script = (REPO / "deploy/argocd/actions-upgradeplan/discovery.lua").read_text()
+    script = (REPO / "integrations/argocd/actions-upgradeplan/discovery.lua").read_text()
     actions = _table(_lua(script, {"metadata": {}, "spec": spec, "status": status}))
     assert set(actions) == {"pause", "resume", "retry", "approve"}
     assert {name for name, a in actions.items() if not a["disabled"]} == enabled
@@ -408,7 +408,7 @@ def test_argocd_offers_the_plan_actions_that_apply(
 def test_argocd_plan_actions_set_what_the_operator_reads(
     action: str, field: tuple[str, ...], value: Any
 ) -> None:
-    script = (REPO / f"deploy/argocd/actions-upgradeplan/{action}.lua").read_text()
+    script = (REPO / f"integrations/argocd/actions-upgradeplan/{action}.lua").read_text()
     result: Any = _table(_lua(script, {"metadata": {"name": "p"}, "spec": {"paused": False}}))
     for key in field:
         result = result[key]

@@ -85,7 +85,7 @@ def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
 ) -> None:
     helm, kubectl = sandbox_binaries["helm"], sandbox_binaries["kubectl"]
     chart = str(REPO / "charts/nodeos")
-    run(
+    installed = run(
         helm,
         sandbox,
         "install",
@@ -98,6 +98,9 @@ def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
         "replicaCount=0",
         "--wait",
     )
+    # NOTES.txt says what to do next, with this release's names
+    assert f"kubectl -n {NAMESPACE} create secret generic nodeos-talosconfig" in installed
+    assert f"may live in: {NAMESPACE}." in installed
     # the Role and RoleBinding for Secrets, in the release namespace only by default
     assert len(owned_objects(kube)) == 10, " ".join(owned_objects(kube))
 
