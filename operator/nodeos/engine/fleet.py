@@ -85,6 +85,20 @@ class ConfigController:
         self._routing: Routing | None = None
         self._published: dict[str, tuple[str, ...]] = {}
 
+    def cares_about(self, before: NodeView | None, after: NodeView | None) -> bool:
+        """Whether a node's change calls for a refresh.
+
+        It does when a selected node joined, left, or changed what the inventory reads; not
+        for the labels and annotations this controller writes itself.
+        """
+        try:
+            selector = NodeOSConfigSpec.model_validate(self.body()["spec"]).node_selector.to_api()
+        except (ValueError, KeyError):
+            return True
+        if not any(matches(selector, view.labels) for view in (before, after) if view):
+            return False
+        return before is None or after is None or _inventoried(before) != _inventoried(after)
+
     async def run(self, stopped: Callable[[], bool]) -> None:
         """Refreshes until stopped; node events bring a refresh forward, at most every 2 s."""
         last_error = ""
@@ -406,3 +420,9 @@ async def forget_inventory(kube: KubeApi, config: str, nodes: list[str]) -> None
 def _needs_reboot(error: OsApiError) -> bool:
     """Whether a NoReboot apply was refused only because the change needs a reboot."""
     return error.code == "INVALID_ARGUMENT" and "applied in immediate mode" in error.detail
+
+
+def _inventoried(view: NodeView) -> tuple[object, ...]:
+    """What of a Node the inventory depends on (its own labels and marks left out)."""
+    labels = {k: v for k, v in view.labels.items() if not k.startswith("nodeos.dev/")}
+    return (sorted(labels.items()), view.ready, view.os_image, view.boot_id, view.address)

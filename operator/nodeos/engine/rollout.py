@@ -485,6 +485,17 @@ class PlanRollout:
 
     # -- plan-level policy -----------------------------------------------------------------------
 
+    def cares_about(self, before: NodeView | None, after: NodeView | None) -> bool:
+        """Whether a node's change (None: absent) can change what this plan does."""
+        node = after or before
+        if node is not None and node.name in self.store.status.in_flight:
+            return True
+        snap = self.reader.last_good
+        if snap is None:
+            return True
+        selector = snap.spec.node_selector.to_api()
+        return any(matches(selector, view.labels) for view in (before, after) if view)
+
     def _selected(self, spec: UpgradePlanSpec) -> dict[str, NodeView]:
         selector = spec.node_selector.to_api()
         return {name: node for name, node in self.nodes().items() if matches(selector, node.labels)}

@@ -1,0 +1,60 @@
+"""Node events wake only what they concern: not on heartbeats, not plans that select elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from nodeos.core.nodes import NodeView
+from nodeos.handlers.nodes import node_changed
+
+
+class Listener:
+    def __init__(self, pool: str) -> None:
+        self.pool = pool
+        self.wake = asyncio.Event()
+        self.asked: list[tuple[NodeView | None, NodeView | None]] = []
+
+    def cares_about(self, before: NodeView | None, after: NodeView | None) -> bool:
+        self.asked.append((before, after))
+        return any(v.labels.get("pool") == self.pool for v in (before, after) if v)
+
+
+def node(pool: str, ready: bool = True, heartbeat: str = "t0") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "n1", "labels": {"pool": pool}},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "False",
+                    "lastHeartbeatTime": heartbeat,
+                }
+            ],
+            "nodeInfo": {"osImage": "Talos (v1.12.4)", "bootID": "b1"},
+        },
+    }
+
+
+def send(memo: kopf.Memo, body: dict[str, Any], kind: str | None = "MODIFIED") -> None:
+    node_changed(name="n1", body=kopf.Body(body), type=kind, memo=memo)
+
+
+def test_heartbeats_wake_nothing_and_changes_wake_only_whom_they_concern() -> None:
+    a, b = Listener("a"), Listener("b")
+    memo = kopf.Memo(rollouts={"plan-a": a, "plan-b": b})
+    send(memo, node("a"), None)  # the initial listing
+    assert a.wake.is_set() and not b.wake.is_set()
+    a.wake.clear()
+    send(memo, node("a", heartbeat="t1"))
+    assert not a.wake.is_set() and len(a.asked) == 1, "a heartbeat changes nothing we read"
+    send(memo, node("a", ready=False))
+    assert a.wake.is_set() and not b.wake.is_set()
+    a.wake.clear()
+    send(memo, node("b", ready=False))  # relabelled into pool b: both plans hear of it
+    assert a.wake.is_set() and b.wake.is_set()
+    a.wake.clear(), b.wake.clear()
+    send(memo, node("b", ready=False), "DELETED")
+    assert b.wake.is_set() and not a.wake.is_set()
