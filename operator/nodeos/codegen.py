@@ -26,6 +26,8 @@ REFERENCE = Path("docs/reference.md")
 PROTO_DIR = Path("operator/nodeos/osapi/v1")
 ARGOCD_PATCH = Path("integrations/argocd/argocd-cm-patch.yaml")
 ARGOCD_ACTIONS = ("pause", "resume", "retry", "approve")
+DASHBOARD = Path("integrations/grafana/nodeos-dashboard.json")
+CHART_DASHBOARD = Path("charts/nodeos/dashboards/nodeos.json")
 RENDERED = Path("deploy/nodeos.yaml")
 REFERENCE_INTRO = (
     "Every field of the nodeos custom resources (group `nodeos.dev`, version `v1alpha1`, both "
@@ -48,6 +50,9 @@ def generated_files() -> dict[Path, str]:
     )
     files.update(grpc_stubs())
     files[ARGOCD_PATCH] = argocd_health_patch()
+    # the chart ships the dashboard (a chart cannot read files outside its folder)
+    root = Path(__file__).resolve().parents[2]
+    files[CHART_DASHBOARD] = (root / DASHBOARD).read_text()
     return files
 
 

@@ -469,3 +469,48 @@ def test_a_users_affinity_is_merged_into_the_default_spread(
         "topology.kubernetes.io/zone"
     )
     assert "nodeAffinity" in affinity
+
+
+def test_each_override_renders_where_it_belongs(sandbox_binaries: dict[str, Path]) -> None:
+    digest = "sha256:" + "a" * 64
+    docs = rendered(
+        sandbox_binaries,
+        f"image.digest={digest}",
+        "extraEnv[0].name=HTTPS_PROXY",
+        "extraEnv[0].value=http://proxy:3128",
+        "extraVolumes[0].name=ca",
+        "extraVolumes[0].configMap.name=corp-ca",
+        "extraVolumeMounts[0].name=ca",
+        "extraVolumeMounts[0].mountPath=/etc/ssl/corp",
+        "livenessProbe.periodSeconds=30",
+        "podSecurityContext.fsGroupChangePolicy=OnRootMismatch",
+        "securityContext.runAsNonRoot=true",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.namespace=monitoring",
+        "metrics.serviceMonitor.scrapeTimeout=10s",
+        "metrics.serviceMonitor.relabelings[0].action=labeldrop",
+        "metrics.serviceMonitor.relabelings[0].regex=pod",
+        "metrics.dashboard.enabled=true",
+    )
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == f"nodeos@{digest}"
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
+    assert {"name": "ca", "configMap": {"name": "corp-ca"}} in pod["volumes"]
+    assert {"name": "ca", "mountPath": "/etc/ssl/corp"} in container["volumeMounts"]
+    assert container["livenessProbe"]["periodSeconds"] == 30
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert pod["securityContext"]["runAsUser"] == 65532, "merged, not replaced"
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    assert monitor["metadata"]["namespace"] == "monitoring"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["nodeos-system"]}
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["scrapeTimeout"] == "10s"
+    assert endpoint["relabelings"] == [{"action": "labeldrop", "regex": "pod"}]
+    dashboard = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["nodeos.json"]) == json.loads(
+        (REPO / "integrations/grafana/nodeos-dashboard.json").read_text()
+    )
