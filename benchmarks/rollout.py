@@ -37,6 +37,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=17)
     parser.add_argument("--max-unavailable", type=int, default=2)
     parser.add_argument("--reboot-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="sample the operator with py-spy during the rollout; write its raw stacks here and "
+        "print the functions that used the most CPU",
+    )
     args = parser.parse_args()
     paths = toolchain.ensure_built()
     workdir = Path(tempfile.mkdtemp(prefix="nodeos-bench-"))
@@ -105,6 +112,25 @@ def main() -> int:
         )
         children.append(op)
         time.sleep(3)
+        profiler = None
+        if args.profile is not None:
+            profiler = processes.start(
+                "py-spy",
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(op.pid),
+                    "--rate",
+                    "50",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(args.profile),
+                ],
+                workdir / "py-spy.log",
+            )
+            children.append(profiler)
         cpu_before = _cpu_seconds(op.pid)
         requests_before = _metric(metrics_port, "nodeos_kube_requests_total")
         custom = client.CustomObjectsApi(api)
@@ -162,12 +188,40 @@ def main() -> int:
                 indent=2,
             )
         )
+        if profiler is not None:
+            processes.stop(profiler)  # SIGTERM: py-spy writes what it sampled
+            print(_profile_summary(args.profile))
         return 0 if phase == "Completed" else 1
     finally:
         for child in reversed(children):
             processes.stop(child)
         sandbox.stop()
         cluster.remove_workdir(workdir)
+
+
+def _profile_summary(path: Path, top: int = 15) -> str:
+    """The functions most often on CPU (self) and on the stack (inclusive), from raw stacks."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [frame.strip() for frame in stack.split(";") if frame.strip()]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    lines = [f"profile: {total} samples (py-spy, 50 per second, threads on CPU only)"]
+    for title, table in (("self", own), ("inclusive", inclusive)):
+        lines.append(f"top {top} by {title}:")
+        for frame, count in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"  {100 * count / max(total, 1):5.1f}%  {frame}")
+    return "\n".join(lines)
 
 
 def _ready(node: object) -> bool:

@@ -204,7 +204,7 @@ def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
     )
     service = client.CoreV1Api(kube).read_namespaced_service(f"{RELEASE}-metrics", NAMESPACE)
     assert service.spec.ports[0].port == 9090
-    assert len(owned_objects(kube)) == 8, " ".join(owned_objects(kube))
+    assert len(owned_objects(kube)) == 10, " ".join(owned_objects(kube))
 
     run(helm, sandbox, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")
     wait_for("objects removed", lambda: owned_objects(kube) == [], 30)
