@@ -3,7 +3,7 @@
 Real kubelets renew a node Lease; a node whose heartbeat races the controller manager's grace
 period flips to Ready=Unknown for an instant, its pods go NotReady and PodDisruptionBudgets
 refuse evictions, which no real cluster does. This watches 50 loaded nodes event by event for
-two minutes (three of the controller manager's 40 s grace periods, many lease renewals) and
+two minutes (over two of the controller manager's grace periods, many lease renewals) and
 allows no Ready transition the test did not cause.
 """
 
