@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -123,6 +124,7 @@ def main() -> int:
                     str(op.pid),
                     "--rate",
                     "50",
+                    "--nonblocking",  # never pause the operator to read its stacks
                     "--format",
                     "raw",
                     "--output",
@@ -188,8 +190,9 @@ def main() -> int:
                 indent=2,
             )
         )
-        if profiler is not None:
-            processes.stop(profiler)  # SIGTERM: py-spy writes what it sampled
+        if profiler is not None and profiler.process is not None:
+            profiler.process.send_signal(signal.SIGINT)  # py-spy writes what it sampled
+            profiler.process.wait(timeout=60)
             print(_profile_summary(args.profile))
         return 0 if phase == "Completed" else 1
     finally:
