@@ -21,9 +21,8 @@ def query_problem(promql: str, result: Sequence[Mapping[str, Any]]) -> str | Non
     """Why the query's result holds the plan (None when it returned nothing)."""
     if not result:
         return None
-    shown = ", ".join(_series(item) for item in result[:_SHOWN])
-    more = f" and {len(result) - _SHOWN} more" if len(result) > _SHOWN else ""
-    return f"prometheus query {promql!r} returned {len(result)} series: {shown}{more}"
+    series = _first_few([_series(item) for item in result[:_SHOWN]], len(result))
+    return f"prometheus query {promql!r} returned {len(result)} series: {series}"
 
 
 def alerts_problem(rules: AlertFilter, alerts: Sequence[Alert]) -> str | None:
@@ -39,9 +38,13 @@ def alerts_problem(rules: AlertFilter, alerts: Sequence[Alert]) -> str | None:
     )
     if not blocking:
         return None
-    shown = ", ".join(blocking[:_SHOWN])
-    more = f" and {len(blocking) - _SHOWN} more" if len(blocking) > _SHOWN else ""
-    return f"{len(blocking)} alert(s) firing: {shown}{more}"
+    return f"{len(blocking)} alert(s) firing: {_first_few(blocking[:_SHOWN], len(blocking))}"
+
+
+def _first_few(shown: Sequence[str], total: int) -> str:
+    """The names shown, and how many more of ``total`` there are."""
+    more = f" and {total - len(shown)} more" if total > len(shown) else ""
+    return ", ".join(shown) + more
 
 
 def _series(item: Mapping[str, Any]) -> str:
