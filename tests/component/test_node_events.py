@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from nodeos.core.nodes import NodeView
+from nodeos.engine.fleet import ConfigController
 from nodeos.handlers.nodes import node_changed
 
 
@@ -58,3 +59,27 @@ def test_heartbeats_wake_nothing_and_changes_wake_only_whom_they_concern() -> No
     a.wake.clear(), b.wake.clear()
     send(memo, node("b", ready=False), "DELETED")
     assert b.wake.is_set() and not a.wake.is_set()
+
+
+def view(pool: str, ready: bool = True, **extra: str) -> NodeView:
+    return NodeView(
+        name="n1",
+        labels={"pool": pool, **extra},
+        ready=ready,
+        unschedulable=False,
+        cordoned_by=None,
+        os_image="Talos (v1.12.4)",
+    )
+
+
+def test_a_nodeosconfig_refreshes_only_for_what_its_inventory_reads() -> None:
+    config = ConfigController.__new__(ConfigController)  # only its body is needed here
+    body = kopf.Body(
+        {"metadata": {"name": "c"}, "spec": {"nodeSelector": {"matchLabels": {"pool": "a"}}}}
+    )
+    config.body = lambda: body
+    assert config.cares_about(None, view("a")), "a selected node joined"
+    assert config.cares_about(view("a"), view("a", ready=False))
+    assert not config.cares_about(view("b"), view("b", ready=False)), "not selected"
+    labelled = view("a", **{"nodeos.dev/os-version": "v1.12.4"})
+    assert not config.cares_about(view("a"), labelled), "its own label, written by itself"

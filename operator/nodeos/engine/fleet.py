@@ -91,9 +91,9 @@ class ConfigController:
         It does when a selected node joined, left, or changed what the inventory reads; not
         for the labels and annotations this controller writes itself.
         """
-        try:
-            selector = NodeOSConfigSpec.model_validate(self.body()["spec"]).node_selector.to_api()
-        except (ValueError, KeyError):
+        # the selector as the API stores it: no model validation on this path (node events)
+        selector = (self.body().get("spec") or {}).get("nodeSelector")
+        if not isinstance(selector, Mapping):
             return True
         if not any(matches(selector, view.labels) for view in (before, after) if view):
             return False
