@@ -83,6 +83,9 @@ async def run(cfg: OperatorConfig) -> int:
             standalone=True,
             clusterwide=True,
             stop_flag=stop,
+            # kopf would otherwise name itself from the passwd entry of our uid, which an image
+            # run as an arbitrary uid (the chart's 65532 on a base without that user) lacks
+            identity=cfg.identity,  # type: ignore[arg-type]  # kopf's NewType, not exported
             memo=kopf.Memo(config=cfg),
         )
     finally:

@@ -30,7 +30,38 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     if cfg.kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(cfg.kubeconfig)  # kopf reads the path from here
         return kopf.login_with_kubeconfig(**kwargs)
-    return kopf.login_with_service_account(**kwargs)
+    return in_cluster_login(kwargs["settings"])
+
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def in_cluster_login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """The pod's service account, at the address the kubelet gives in the environment.
+
+    kopf's own service-account login always dials ``kubernetes.default.svc:443``, which a pod
+    on the host network, or without cluster DNS, cannot resolve; the kubernetes client (the
+    Lease, the engine) and client-go read ``KUBERNETES_SERVICE_HOST``/``_PORT``, and so do we.
+    """
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    token_path = f"{SERVICE_ACCOUNT_DIR}/token"
+    if not host or not os.path.exists(token_path):
+        return kopf.login_with_service_account(settings=settings)
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    with open(token_path, encoding="utf-8") as token_file:
+        token = token_file.read().strip()
+    namespace = None
+    if os.path.exists(f"{SERVICE_ACCOUNT_DIR}/namespace"):
+        with open(f"{SERVICE_ACCOUNT_DIR}/namespace", encoding="utf-8") as namespace_file:
+            namespace = namespace_file.read().strip() or None
+    ca_path = f"{SERVICE_ACCOUNT_DIR}/ca.crt"
+    return kopf.ConnectionInfo(
+        server=f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}",
+        ca_path=ca_path if os.path.exists(ca_path) else None,
+        token=token or None,
+        default_namespace=namespace,
+        trust_env=settings.networking.trust_env,
+    )
 
 
 @kopf.on.startup()
