@@ -5,14 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e bench faults chaos binaries generate venv clean-venv
+.PHONY: demo test lint unit e2e bench faults chaos binaries generate venv clean-venv image lock \
+	image-tools
 SEEDS ?= 1000
 START ?= 0
+IMAGE ?= localhost/nodeos:0.1.0
+IMAGE_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 demo: $(STAMP) binaries ## the live demo: sandbox + simulated fleet, shown as it happens
 	$(BIN)/nodeos demo
 
-test: $(STAMP) binaries lint ## every test tier (static, unit, contract, component, e2e)
+test: $(STAMP) binaries image-tools lint ## every test tier (static, unit, contract, component, e2e)
 	$(BIN)/pytest -p no:cacheprovider
 
 lint: $(STAMP) ## ruff, mypy --strict, import contracts
@@ -40,6 +44,21 @@ faults: $(STAMP) ## fault campaign over the engine simulation (run by hand): SEE
 
 chaos: $(STAMP) binaries ## chaos on the real sandbox (run by hand): seeds 1..SEEDS
 	NODEOS_CHAOS_SEEDS=$$(seq -s, 1 $(SEEDS)) $(BIN)/pytest -p no:cacheprovider tests/e2e/test_chaos.py -q
+
+image-tools: ## buildah and mmdebstrap from Debian, when missing (the image tests use them)
+	@command -v buildah >/dev/null && command -v mmdebstrap >/dev/null || { \
+		echo "installing buildah and mmdebstrap (Debian packages) to build the operator image"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah mmdebstrap; }
+
+image: $(STAMP) image-tools ## the operator image with buildah: IMAGE=name IMAGE_ARGS="--stand-in-bases --platform linux/arm64"
+	$(BIN)/nodeos sandbox image --tag $(IMAGE) $(IMAGE_ARGS)
+
+lock: $(STAMP) ## re-resolve the image's hash-locked dependencies (requirements/) from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --universal \
+		--quiet --custom-compile-command "make lock" -o requirements/runtime.txt
+	$(BIN)/uv pip compile requirements/build.in --generate-hashes --python-version 3.11 \
+		--universal --quiet --custom-compile-command "make lock" -o requirements/build.txt
 
 binaries: $(STAMP) ## build the sandbox's Go binaries when missing (cached outside the repo)
 	$(BIN)/nodeos sandbox build

@@ -23,8 +23,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except ImportError as error:
+        if not any(part in str(error) for part in _DEVELOPER_MODULES):
+            raise
+        print(
+            f"nodeos: this command needs the developer tools, which the operator image leaves "
+            f"out ({error}); run it from a checkout or an installed nodeos package",
+            file=sys.stderr,
+        )
+        return 2
     return code
+
+
+# What the operator image leaves out (Dockerfile): a command that needs one says so.
+_DEVELOPER_MODULES = ("nodeos.sandbox", "nodeos.simulator", "'demo'", "'codegen'")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +55,23 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(run=lambda _: _usage(sandbox))
     build = sandbox_commands.add_parser("build", help="build the Go binaries that are missing")
     build.set_defaults(run=_sandbox_build)
+    image = sandbox_commands.add_parser(
+        "image", help="build the operator image from ./Dockerfile with buildah (no Docker)"
+    )
+    image.add_argument("--tag", default=f"localhost/nodeos:{__version__}", help="image name")
+    image.add_argument(
+        "--stand-in-bases",
+        action="store_true",
+        help="build on bases made from Debian packages with mmdebstrap (no registry needed)",
+    )
+    image.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        help="e.g. linux/arm64; repeat for a multi-arch manifest list (default: this machine)",
+    )
+    image.add_argument("--context", type=Path, default=Path(), help="folder with the Dockerfile")
+    image.set_defaults(run=_sandbox_image)
     for name, func, text in (
         ("up", _sandbox_up, "start a sandbox in the background and print its kubeconfig"),
         ("down", _sandbox_down, "stop the sandbox and delete its files"),
@@ -158,6 +189,21 @@ def _sandbox_build(_: argparse.Namespace) -> int:
     paths = toolchain.ensure_built()
     link_dir = toolchain.link_binaries(paths)
     print(f"binaries ready in {link_dir} (add it to PATH for kubectl and helm)")
+    return 0
+
+
+def _sandbox_image(args: argparse.Namespace) -> int:
+    from nodeos.sandbox import image
+
+    try:
+        if args.stand_in_bases:
+            image.build_on_stand_ins(args.context, args.tag, args.platform)
+        else:
+            image.build(args.context, args.tag, platforms=args.platform)
+    except image.ImageError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(args.tag)
     return 0
 
 

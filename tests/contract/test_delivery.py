@@ -299,15 +299,68 @@ def _to_lua(runtime: Any, value: Any) -> Any:
     return value
 
 
-def test_dockerfile_passes_hadolint() -> None:
+def test_dockerfile_passes_hadolint_with_the_oci_labels_required() -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
+    labels = [
+        f"--require-label=org.opencontainers.image.{name}:{kind}"
+        for name, kind in (
+            ("title", "text"),
+            ("description", "text"),
+            ("version", "text"),
+            ("revision", "text"),
+            ("created", "text"),
+            ("licenses", "spdx"),
+        )
+    ]
     result = subprocess.run(
-        [str(hadolint), "--failure-threshold", "warning", str(REPO / "Dockerfile")],
+        [str(hadolint), "--failure-threshold", "info", *labels, str(REPO / "Dockerfile")],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _locked(path: Path) -> dict[str, str]:
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\;]+)", path.read_text(), flags=re.MULTILINE)
+    return {_normal(name): version for name, version in pins}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_image_lock_pins_what_pyproject_pins_each_with_hashes() -> None:
+    """requirements/runtime.txt is pyproject.toml's dependencies resolved (`make lock`)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    locked = _locked(REPO / "requirements/runtime.txt")
+    for requirement in project["project"]["dependencies"]:
+        name = _normal(re.split(r"[=<>!~ ]", requirement, maxsplit=1)[0])
+        assert name in locked, f"{name} is not in requirements/runtime.txt: run make lock"
+        if "==" in requirement:
+            pinned = requirement.split("==", 1)[1].strip()
+            assert locked[name] == pinned, f"{name}: pyproject {pinned}, lock {locked[name]}"
+    for lock in ("runtime.txt", "build.txt"):
+        text = (REPO / "requirements" / lock).read_text()
+        entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
+        for entry in entries:
+            assert "--hash=sha256:" in entry, f"{lock}: no hash for {entry.splitlines()[0]}"
+    build = _locked(REPO / "requirements/build.txt")
+    required = project["build-system"]["requires"]
+    assert required == ["setuptools>=77"], required
+    assert tuple(int(part) for part in build["setuptools"].split(".")[:1]) >= (77,)
+
+
+def test_the_build_context_is_what_the_dockerfile_copies() -> None:
+    """An allow-list: no virtualenv, caches or tests go to the builder."""
+    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in ignored
+    allowed = {line[1:].rstrip("/") for line in ignored if line.startswith("!")}
+    copied = set(re.findall(r"^COPY (?!--from)(.+) \S+$", (REPO / "Dockerfile").read_text(), re.M))
+    sources = {source.rstrip("/") for line in copied for source in line.split()}
+    assert sources == allowed, (sources, allowed)
 
 
 def test_the_wheel_builds_and_its_entry_point_runs(tmp_path: Path) -> None:

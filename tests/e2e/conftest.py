@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from helpers import rollout_env
+from helpers import image, rollout_env
 from nodeos.sandbox import cluster
 
 
@@ -19,3 +19,11 @@ def env_factory(
 ) -> Iterator[Any]:
     """Starts a simulated fleet and an operator replica: ``env_factory(*simulator_args)``."""
     yield from rollout_env.env_factory(sandbox, kube, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def operator_image(figures: list[str]) -> str:
+    """The repository's Dockerfile built with buildah on Debian stand-in bases (cached layers)."""
+    tag, seconds = image.build_operator_image()
+    figures.append(f"operator image built in {seconds:.1f}s")
+    return tag

@@ -1,5 +1,6 @@
-"""The Helm chart in the sandbox: it installs, its ServiceAccount is enough for a whole rollout,
-and upgrade/uninstall leave nothing behind but the CRDs."""
+"""The Helm chart in the sandbox: it installs, the operator image runs its Deployment's container
+with its ServiceAccount through a whole rollout, and upgrade/uninstall leave nothing behind but
+the CRDs."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from helpers.e2e import OperatorProcess, simulator_process, token_kubeconfig, wait_for
-from nodeos.sandbox import cluster
+from helpers.e2e import (
+    service_account_token,
+    simulator_process,
+    token_kubeconfig,
+    wait_for,
+)
+from helpers.image import ImageOperator, rendered_deployment
+from nodeos.sandbox import cluster, processes
 
 pytestmark = pytest.mark.sandbox
 
@@ -76,11 +83,12 @@ def owned_objects(kube: client.ApiClient) -> list[str]:
     return sorted(found)
 
 
-def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
+def test_the_image_runs_the_charts_container_through_a_rollout_and_uninstall_is_clean(
     sandbox: cluster.Sandbox,
     sandbox_binaries: dict[str, Path],
     kube: client.ApiClient,
     crds_installed: None,
+    operator_image: str,
     tmp_path: Path,
 ) -> None:
     helm, kubectl = sandbox_binaries["helm"], sandbox_binaries["kubectl"]
@@ -96,7 +104,14 @@ def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
         "--create-namespace",
         "--set",
         "replicaCount=0",
+        "--set",
+        f"metrics.port={processes.free_port()}",
+        "--set",
+        f"health.port={processes.free_port()}",
         "--wait",
+    )
+    deployment = rendered_deployment(
+        run(helm, sandbox, "get", "manifest", RELEASE, "--namespace", NAMESPACE)
     )
     # NOTES.txt says what to do next, with this release's names
     assert f"kubectl -n {NAMESPACE} create secret generic nodeos-talosconfig" in installed
@@ -132,14 +147,10 @@ def test_chart_service_account_is_enough_for_a_rollout_and_uninstall_is_clean(
                 check=False,
             ).stdout.strip()
             assert answer == allowed, f"the ServiceAccount can {verb}: {answer}"
-        op = OperatorProcess(
-            sandbox,
-            sim.talosconfig,
-            tmp_path,
-            kubeconfig=restricted,
-            namespace=NAMESPACE,
-        )
-        op.start()
+        # the Deployment's container, from the image, as its user, with the chart's account
+        op = ImageOperator(operator_image, tmp_path)
+        token = service_account_token(sandbox, kubectl, RELEASE, NAMESPACE)
+        op.start(sandbox, deployment, token, NAMESPACE, sim.talosconfig)
         try:
             custom = client.CustomObjectsApi(kube)
             custom.create_cluster_custom_object(

@@ -274,11 +274,11 @@ class Partition:
             time.sleep(0.1)  # hold both ends open: the client sees a hang, not a reset
 
 
-def token_kubeconfig(
-    sandbox: cluster.Sandbox, kubectl: Path, path: Path, account: str, namespace: str
-) -> Path:
-    """A kubeconfig that authenticates as one ServiceAccount, nothing else."""
-    token = subprocess.run(
+def service_account_token(
+    sandbox: cluster.Sandbox, kubectl: Path, account: str, namespace: str
+) -> str:
+    """A bound token of one ServiceAccount, valid for an hour."""
+    return subprocess.run(
         [
             str(kubectl),
             f"--kubeconfig={sandbox.kubeconfig}",
@@ -294,6 +294,13 @@ def token_kubeconfig(
         timeout=60,
         check=True,
     ).stdout.strip()
+
+
+def token_kubeconfig(
+    sandbox: cluster.Sandbox, kubectl: Path, path: Path, account: str, namespace: str
+) -> Path:
+    """A kubeconfig that authenticates as one ServiceAccount, nothing else."""
+    token = service_account_token(sandbox, kubectl, account, namespace)
     admin = yaml.safe_load(sandbox.kubeconfig.read_text())
     cluster_entry = admin["clusters"][0]
     kubeconfig = {
