@@ -544,6 +544,14 @@ def test_each_override_renders_where_it_belongs(sandbox_binaries: dict[str, Path
         "metrics.serviceMonitor.relabelings[0].action=labeldrop",
         "metrics.serviceMonitor.relabelings[0].regex=pod",
         "metrics.dashboard.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.prometheusRule.namespace=monitoring",
+        "metrics.prometheusRule.annotations.owner=platform",
+        "metrics.prometheusRule.additionalRuleLabels.team=platform",
+        "metrics.prometheusRule.additionalRuleLabels.severity=page",
+        "metrics.prometheusRule.disabled[0]=NodeosNoLeader",
+        "metrics.prometheusRule.extraRules[0].alert=MyNodeosAlert",
+        "metrics.prometheusRule.extraRules[0].expr=vector(1)",
     )
     pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -562,6 +570,14 @@ def test_each_override_renders_where_it_belongs(sandbox_binaries: dict[str, Path
     endpoint = monitor["spec"]["endpoints"][0]
     assert endpoint["scrapeTimeout"] == "10s"
     assert endpoint["relabelings"] == [{"action": "labeldrop", "regex": "pod"}]
+    rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+    assert rule["metadata"]["namespace"] == "monitoring"
+    assert rule["metadata"]["annotations"] == {"owner": "platform"}
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert "NodeosNoLeader" not in alerts
+    assert alerts["MyNodeosAlert"]["expr"] == "vector(1)"
+    assert alerts["NodeosPlanFailed"]["labels"] == {"severity": "critical", "team": "platform"}
+    assert alerts["NodeosRolloutStuck"]["labels"] == {"severity": "warning", "team": "platform"}
     dashboard = next(d for d in docs if d["kind"] == "ConfigMap")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["nodeos.json"]) == json.loads(

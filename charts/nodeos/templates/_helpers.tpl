@@ -43,3 +43,9 @@ release namespace).
 {{- define "nodeos.secretNamespaces" -}}
 {{- toJson (default (list .Release.Namespace) .Values.osApi.secretNamespaces) -}}
 {{- end }}
+
+{{/* An alert's labels: its severity plus metrics.prometheusRule.additionalRuleLabels. */}}
+{{- define "nodeos.alertLabels" -}}
+{{- $rule := index . 0 -}}
+{{- toYaml (merge (dict "severity" (index . 1)) ($rule.additionalRuleLabels | default dict)) }}
+{{- end }}
