@@ -134,6 +134,9 @@ def main() -> int:
             )
             children.append(profiler)
         cpu_before = _cpu_seconds(op.pid)
+        watched = {"operator": op.pid, "simulator": sim.pid}
+        watched.update({child.name: child.pid for child in sandbox.children})
+        process_cpu_before = {name: _cpu_seconds(pid) for name, pid in watched.items()}
         requests_before = _metric(metrics_port, "nodeos_kube_requests_total")
         custom = client.CustomObjectsApi(api)
         started = time.monotonic()
@@ -162,6 +165,11 @@ def main() -> int:
                 break
             time.sleep(0.25)
         wall = time.monotonic() - started
+        process_cpu = {
+            name: round(_cpu_seconds(pid) - process_cpu_before[name], 1)
+            for name, pid in watched.items()
+        }
+        machine_cpu_s = wall * (os.cpu_count() or 1)
         phase = plan["status"]["phase"]
         batches = args.control_planes + math.ceil(args.workers / args.max_unavailable)
         ideal = batches * args.reboot_seconds
@@ -186,6 +194,16 @@ def main() -> int:
                     "kube_requests_per_node": round(requests / total, 1),
                     "operator_peak_rss_mib": peak_rss,
                     "operator_cpu_s": round(_cpu_seconds(op.pid) - cpu_before, 1),
+                    "operator_cpu_ms_per_node": round(
+                        1000 * (_cpu_seconds(op.pid) - cpu_before) / total, 1
+                    ),
+                    # CPU-seconds of each process during the rollout, and its share of the
+                    # machine (wall time x cores): who the bottleneck is
+                    "cpu_s_by_process": process_cpu,
+                    "machine_share_by_process_pct": {
+                        name: round(100 * seconds / machine_cpu_s, 1)
+                        for name, seconds in process_cpu.items()
+                    },
                 },
                 indent=2,
             )

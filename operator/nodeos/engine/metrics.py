@@ -49,8 +49,8 @@ OSAPI_ERRORS = Counter(
 )
 TRANSITION_SECONDS = Histogram(
     "nodeos_transition_latency_seconds",
-    "A node verified healthy to the next node cordoned",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+    "A slot freed (its node done) to the next node cordoned in it, per slot",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
 FLEET_NODES = Gauge("nodeos_fleet_nodes", "Nodes by OS version", ["config", "version"])
 FLEET_DRIFTED = Gauge(

@@ -16,6 +16,7 @@ import datetime
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +103,9 @@ class PlanRollout:
         self._waiting_for: str | None = None  # the Waiting reason last reported
         self.wake = asyncio.Event()
         self.workers: dict[str, asyncio.Task[None]] = {}
-        self._freed_at: float | None = None
+        # When each slot was freed, oldest first; each cordon takes the oldest, so every slot's
+        # own handover is measured even when several are freed at once
+        self._freed_at: deque[float] = deque()
         self._durations: list[float] = []
         self.osapi: OsApi = deps.osapi
         self.routing: Routing = deps.routing
@@ -407,7 +410,7 @@ class PlanRollout:
                 if name in self.store.status.in_flight:
                     continue  # the record had moved on (a write whose reply was lost): re-read
                 if progress.phase in _FREES_SLOT:
-                    self._freed_at = time.monotonic()
+                    self._freed_at.append(time.monotonic())
                 return
             view = self.nodes().get(name)
             if view is None:
@@ -426,9 +429,8 @@ class PlanRollout:
                 )
                 result = await perform(action, progress, node_ctx)
             updated = sm.after(progress, action, result, ctx, self.deps.clock())
-            if action.kind == "Cordon" and result.ok and self._freed_at is not None:
-                metrics.TRANSITION_SECONDS.observe(time.monotonic() - self._freed_at)
-                self._freed_at = None
+            if action.kind == "Cordon" and result.ok and self._freed_at:
+                metrics.TRANSITION_SECONDS.observe(time.monotonic() - self._freed_at.popleft())
             if updated == progress:
                 await asyncio.sleep(self.deps.poll_s)
                 continue
