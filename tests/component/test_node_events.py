@@ -9,7 +9,7 @@ import kopf
 
 from nodeos.core.nodes import NodeView
 from nodeos.engine.fleet import ConfigController
-from nodeos.handlers.nodes import node_changed
+from nodeos.handlers.nodes import NodeSnapshots, node_changed, node_snapshots
 
 
 class Listener:
@@ -40,12 +40,12 @@ def node(pool: str, ready: bool = True, heartbeat: str = "t0") -> dict[str, Any]
 
 
 def send(memo: kopf.Memo, body: dict[str, Any], kind: str | None = "MODIFIED") -> None:
-    node_changed(name="n1", body=kopf.Body(body), type=kind, memo=memo)
+    asyncio.run(node_changed(name="n1", body=kopf.Body(body), type=kind, memo=memo))
 
 
 def test_heartbeats_wake_nothing_and_changes_wake_only_whom_they_concern() -> None:
     a, b = Listener("a"), Listener("b")
-    memo = kopf.Memo(rollouts={"plan-a": a, "plan-b": b})
+    memo = kopf.Memo(rollouts={"plan-a": a, "plan-b": b}, node_snapshots=NodeSnapshots())
     send(memo, node("a"), None)  # the initial listing
     assert a.wake.is_set() and not b.wake.is_set()
     a.wake.clear()
@@ -83,3 +83,19 @@ def test_a_nodeosconfig_refreshes_only_for_what_its_inventory_reads() -> None:
     assert not config.cares_about(view("b"), view("b", ready=False)), "not selected"
     labelled = view("a", **{"nodeos.dev/os-version": "v1.12.4"})
     assert not config.cares_about(view("a"), labelled), "its own label, written by itself"
+
+
+def test_the_engines_node_dict_is_rebuilt_only_when_a_view_changed() -> None:
+    memo = kopf.Memo(rollouts={}, node_snapshots=NodeSnapshots())
+    index: dict[str, list[NodeView]] = {"n1": [view("a")]}
+    nodes = node_snapshots(memo, index)  # type: ignore[arg-type]  # kopf.Index is a Mapping
+    first = nodes()
+    assert dict(first) == {"n1": view("a")}
+    send(memo, node("a"), None)
+    index["n1"] = [view("a", extra="heartbeat")]  # what kopf's index holds now
+    rebuilt = nodes()
+    assert rebuilt is not first and rebuilt["n1"] == view("a", extra="heartbeat")
+    send(memo, node("a", heartbeat="t1"))  # a heartbeat: the same view
+    assert nodes() is rebuilt, "no copy of the whole index for a heartbeat"
+    send(memo, node("a", ready=False))
+    assert nodes() is not rebuilt

@@ -107,6 +107,8 @@ class PlanRollout:
         # own handover is measured even when several are freed at once
         self._freed_at: deque[float] = deque()
         self._durations: list[float] = []
+        self._records_of: UpgradePlanStatus | None = None  # what _by_name indexes
+        self._by_name: dict[str, NodeProgress] = {}
         self.osapi: OsApi = deps.osapi
         self.routing: Routing = deps.routing
         self._access: OsApiAccess | None = None
@@ -471,7 +473,11 @@ class PlanRollout:
         return self._progress(before.name) == after
 
     def _progress(self, name: str) -> NodeProgress | None:
-        return next((n for n in self.store.status.nodes if n.name == name), None)
+        status = self.store.status  # replaced, never changed in place, by each stored write
+        if self._records_of is not status:
+            self._by_name = {record.name: record for record in status.nodes}
+            self._records_of = status
+        return self._by_name.get(name)
 
     async def _announce(self, before: NodeProgress, after: NodeProgress) -> None:
         node = self.nodes().get(after.name)

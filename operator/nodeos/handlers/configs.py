@@ -9,7 +9,7 @@ import kopf
 
 from nodeos.core.nodes import NodeView, matches
 from nodeos.engine.fleet import ConfigController, forget_inventory
-from nodeos.handlers.nodes import snapshot
+from nodeos.handlers.nodes import node_snapshots, snapshot
 from nodeos.handlers.plans import wake_on_stop
 
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "nodeosconfigs"
@@ -22,7 +22,7 @@ async def nodeosconfig_controller(
     """Keeps the config's inventory current and its nodes in the desired state."""
     node_views: kopf.Index[str, NodeView] = kwargs["node_views"]
     controller = ConfigController(
-        name, uid, memo.deps, nodes=lambda: snapshot(node_views), body=lambda: body
+        name, uid, memo.deps, nodes=node_snapshots(memo, node_views), body=lambda: body
     )
     memo.rollouts[f"nodeosconfig/{name}"] = controller
     waker = asyncio.create_task(wake_on_stop(stopped, controller.wake))

@@ -17,6 +17,7 @@ from nodeos.config import OperatorConfig
 from nodeos.engine import metrics
 from nodeos.engine.rollout import EngineDeps
 from nodeos.engine.routing import Routing
+from nodeos.handlers.nodes import NodeSnapshots
 from nodeos.models.common import parse_duration
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.ports.kube import KubeApiError, NotFoundError
@@ -89,6 +90,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.api_client = api
     memo.osapi = osapi
     memo.rollouts = {}
+    memo.node_snapshots = NodeSnapshots()  # on the operator's memo: every copy shares it
     kube = KubeClient(api)
 
     async def osapi_for(access: OsApiAccess) -> tuple[TalosClient, Routing]:

@@ -2,10 +2,14 @@
 
 A Node event wakes nothing unless the node's view changed (heartbeat-only updates do not),
 and then only the plans and NodeOSConfigs that care about that node (``cares_about``).
+Both handlers are coroutines, so they run on the event loop and never in kopf's thread pool.
+The engines read the nodes through ``NodeSnapshots``: one dict, rebuilt only after a view
+changed, rather than a copy of the whole index on every step of every node.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -14,13 +18,15 @@ from nodeos.core.nodes import NodeView, view_of
 
 
 @kopf.index("", "v1", "nodes")
-def node_views(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeView]:
+async def node_views(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeView]:
     """Every Node as a NodeView, kept current by kopf's watch."""
     return {name: view_of(name, body)}
 
 
 @kopf.on.event("", "v1", "nodes")
-def node_changed(name: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def node_changed(
+    name: str, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     """A node changed: wake the plans it concerns now rather than at their next timer."""
     seen: dict[str, NodeView] = memo.setdefault("node_views_seen", {})
     after = None if type == "DELETED" else view_of(name, body)
@@ -29,9 +35,44 @@ def node_changed(name: str, body: kopf.Body, type: str | None, memo: kopf.Memo, 
         seen[name] = after
     if after == before:
         return
+    memo.node_snapshots.changed()
     for rollout in getattr(memo, "rollouts", {}).values():
         if rollout.cares_about(before, after):
             rollout.wake.set()
+
+
+class NodeSnapshots:
+    """The node index as one plain dict, rebuilt only when a node's view changed.
+
+    kopf updates the index before it calls ``node_changed`` for the same event, so a snapshot
+    taken after ``changed()`` holds the new view. Callers must not modify the dict.
+    """
+
+    def __init__(self) -> None:
+        self.index: kopf.Index[str, NodeView] | None = None  # kopf hands it to handlers only
+        self._version = 0
+        self._built_at = -1
+        self._views: dict[str, NodeView] = {}
+
+    def changed(self) -> None:
+        """A view changed: the next call rebuilds the dict."""
+        self._version += 1
+
+    def __call__(self) -> Mapping[str, NodeView]:
+        """Every node's current view."""
+        if self._built_at != self._version and self.index is not None:
+            self._views = snapshot(self.index)
+            self._built_at = self._version
+        return self._views
+
+
+def node_snapshots(memo: kopf.Memo, index: kopf.Index[str, NodeView]) -> NodeSnapshots:
+    """The operator's NodeSnapshots (made at startup), reading ``index``."""
+    snapshots: NodeSnapshots = memo.node_snapshots
+    if snapshots.index is None:
+        snapshots.index = index
+        snapshots.changed()
+    return snapshots
 
 
 def snapshot(index: kopf.Index[str, NodeView]) -> dict[str, NodeView]:

@@ -12,7 +12,7 @@ from nodeos.core.planner import PlanRef, plan_ref
 from nodeos.engine.deletion import EngineStillRunningError, release_deleted_plan
 from nodeos.engine.report import forget_plan
 from nodeos.engine.rollout import PlanRollout
-from nodeos.handlers.nodes import snapshot
+from nodeos.handlers.nodes import node_snapshots
 
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
 
@@ -39,7 +39,7 @@ async def upgradeplan_engine(
         name,
         uid,
         memo.deps,
-        nodes=lambda: snapshot(node_views),
+        nodes=node_snapshots(memo, node_views),
         body=lambda: body,
         plans=lambda: [ref for store in plans.values() for ref in store],
     )
