@@ -36,37 +36,53 @@ def os_image(version: str) -> str:
 
 
 class NodeDriver:
-    """Applies fleet transitions to Node objects, in order, off the event loop."""
+    """Applies fleet transitions to Node objects, off the event loop.
+
+    Each node's transitions are applied in order, as its kubelet would post them; different
+    nodes' go in parallel (as many at once as the default thread pool runs), so a fleet of
+    hundreds rebooting together is not queued behind one another's requests.
+    """
 
     def __init__(self, api: client.ApiClient, fleet: Fleet) -> None:
         self.core = client.CoreV1Api(api)
         self.fleet = fleet
-        self._queue: asyncio.Queue[Transition] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self._queues: dict[str, asyncio.Queue[Transition]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._following = False
 
     async def start(self) -> None:
         """Registers or updates every Node, then follows the fleet's transitions."""
         for node in self.fleet.nodes.values():
             await asyncio.to_thread(self._ensure_node, node)
-        self.fleet.listeners.append(self._queue.put_nowait)
-        self._worker = asyncio.create_task(self._run())
+        self.fleet.listeners.append(self._enqueue)
+        self._following = True
 
     async def stop(self) -> None:
         """Stops following transitions (pending ones are applied first)."""
-        if self._worker is None:
+        if not self._following:
             return
-        await self._queue.join()
-        self._worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._worker
+        for queue in list(self._queues.values()):
+            await queue.join()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
 
-    async def _run(self) -> None:
+    def _enqueue(self, transition: Transition) -> None:
+        queue = self._queues.get(transition.node)
+        if queue is None:
+            queue = self._queues[transition.node] = asyncio.Queue()
+            self._workers.append(asyncio.create_task(self._run(queue)))
+        queue.put_nowait(transition)
+
+    async def _run(self, queue: asyncio.Queue[Transition]) -> None:
         while True:
-            transition = await self._queue.get()
+            transition = await queue.get()
             try:
                 await self._apply_until_done(transition)
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _apply_until_done(self, transition: Transition) -> None:
         """Applies a transition, retrying while the API server is away.
