@@ -18,6 +18,7 @@ from nodeos.ports.kube import (
     Eviction,
     EvictionOutcome,
     KubeApiError,
+    NodeHealth,
     NotFoundError,
     PodView,
 )
@@ -99,6 +100,9 @@ class FakeKube:
             for n in self.nodes.values()
             if n.annotations.get(CORDONED_BY_ANNOTATION) == owner
         ]
+
+    async def node_health(self, node: str) -> NodeHealth:
+        return NodeHealth(ready=True, boot_id="")
 
     async def pods_on(self, node: str) -> list[PodView]:
         if self.fail_pods_on_once:

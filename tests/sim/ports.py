@@ -25,6 +25,7 @@ from nodeos.ports.kube import (
     Eviction,
     EvictionOutcome,
     KubeApiError,
+    NodeHealth,
     NotFoundError,
     PodView,
 )
@@ -194,6 +195,11 @@ class SimKube:
             for n in self.world.nodes.values()
             if n.annotations.get(CORDONED_BY_ANNOTATION) == owner
         ]
+
+    async def node_health(self, node: str) -> NodeHealth:
+        self._reply(await self._call(mutating=False, method="node_health", node=node))
+        sim = self.world.nodes[node]
+        return NodeHealth(ready=sim.ready, boot_id=sim.reported_boot_id)
 
     async def pods_on(self, node: str) -> list[PodView]:
         self._reply(await self._call(mutating=False, method="pods_on", node=node))

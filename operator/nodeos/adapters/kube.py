@@ -32,6 +32,7 @@ from nodeos.ports.kube import (
     Eviction,
     EvictionOutcome,
     KubeApiError,
+    NodeHealth,
     NotFoundError,
     PodView,
 )
@@ -145,6 +146,14 @@ class KubeClient:
             for n in nodes.items
             if (n.metadata.annotations or {}).get(CORDONED_BY_ANNOTATION) == owner
         ]
+
+    async def node_health(self, node: str) -> NodeHealth:
+        """The Ready condition and the kubelet's boot ID, fresh from the API."""
+        current = await self._run(self.core.read_node, node)
+        status = current.status
+        ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+        boot_id = str(status.node_info.boot_id or "") if status.node_info else ""
+        return NodeHealth(ready=ready, boot_id=boot_id)
 
     async def pods_on(self, node: str) -> list[PodView]:
         """Every pod bound to ``node``."""

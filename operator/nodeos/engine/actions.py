@@ -208,9 +208,10 @@ async def _rolled_back(ctx: NodeContext, boot_id: str) -> Result:
     RollingBack (and fails RollbackFailed at its deadline, naming what was missing).
     """
     version = (await ctx.osapi.version(ctx.target)).tag
-    if not ctx.node.ready:
+    health = await ctx.kube.node_health(ctx.node.name)
+    if not health.ready:
         return Result(message=f"back on {version} but the Node is not Ready yet")
-    if ctx.node.boot_id and ctx.node.boot_id != boot_id:
+    if health.boot_id and health.boot_id != boot_id:
         return Result(message=f"back on {version}; the Node still reports the previous boot")
     return Result(boot_id=boot_id, version=version)
 
@@ -227,12 +228,10 @@ async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
             )
     problem = None
     boot_id = await ctx.osapi.boot_id(ctx.target)
-    # The watched Node, not a fresh GET per poll: Ready and the boot ID come from one version of
-    # the object, so a Ready that is left over from before the reboot shows the old boot ID and
-    # is refused; a view that lags only makes this wait a little longer.
-    if not ctx.node.ready:
+    health = await ctx.kube.node_health(ctx.node.name)
+    if not health.ready:
         problem = "Node is not Ready yet"
-    elif ctx.node.boot_id and ctx.node.boot_id != boot_id:
+    elif health.boot_id and health.boot_id != boot_id:
         # Ready left over from before the reboot: the kubelet has not reported this boot yet.
         problem = "the Node still reports the boot before the reboot"
     elif ctx.node.control_plane and ctx.spec.strategy.control_plane.require_healthy_etcd:

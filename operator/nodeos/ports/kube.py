@@ -43,6 +43,14 @@ class PodView:
     empty_dir: bool
 
 
+@dataclass(frozen=True)
+class NodeHealth:
+    """What the kubelet last reported for a Node, read fresh from the API."""
+
+    ready: bool
+    boot_id: str  # status.nodeInfo.bootID; "" when the kubelet reports none
+
+
 class Eviction(enum.Enum):
     """What the Eviction API answered."""
 
@@ -94,6 +102,10 @@ class KubeApi(Protocol):
 
     async def cordoned_nodes(self, owner: str) -> list[str]:
         """The Nodes that carry ``owner``'s cordon mark, listed fresh from the API."""
+        ...
+
+    async def node_health(self, node: str) -> NodeHealth:
+        """The node's Ready condition and boot ID, read fresh."""
         ...
 
     async def pods_on(self, node: str) -> list[PodView]:
