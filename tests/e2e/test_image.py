@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.image import REPO, image_config, run_in_image
+from helpers.image import REPO, image_config, run_in_image, working_container
 from nodeos import __version__
 from nodeos.sandbox.image import build_on_stand_ins
 
@@ -67,10 +67,7 @@ def test_an_arm64_image_builds_here_without_emulation(figures: list[str]) -> Non
     tag = "localhost/nodeos:test-arm64"
     build_on_stand_ins(REPO, tag, ["linux/arm64"])
     figures.append(f"arm64 operator image built in {time.monotonic() - started:.1f}s")
-    container = subprocess.run(
-        ["buildah", "from", "--pull-never", tag], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    try:
+    with working_container(tag) as container:
         root = Path(
             subprocess.run(
                 ["buildah", "mount", container], capture_output=True, text=True, check=True
@@ -81,9 +78,6 @@ def test_an_arm64_image_builds_here_without_emulation(figures: list[str]) -> Non
             for path in [*(root / "opt/nodeos/lib").rglob("*.so*"), root / "usr/bin/python3.11"]
             if _elf_machine(path) is not None
         )
-    finally:
-        subprocess.run(["buildah", "umount", container], capture_output=True, check=False)
-        subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
     assert image_config(tag).get("Entrypoint") == ["python3", "-m", "nodeos"]
     # grpc, cryptography, pydantic-core, yaml, cel ... and the interpreter: all aarch64
     assert machines.get(AARCH64, 0) >= 10 and set(machines) == {AARCH64}, machines

@@ -13,6 +13,8 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +45,19 @@ def image_config(tag: str) -> dict[str, Any]:
     return config
 
 
-def run_in_image(tag: str, *command: str) -> subprocess.CompletedProcess[str]:
-    """Runs one command in a throwaway container of the image, as the image's user."""
+@contextmanager
+def working_container(tag: str) -> Iterator[str]:
+    """A throwaway buildah container of the image, removed afterwards."""
     container = _from(tag)
     try:
+        yield container
+    finally:
+        _remove(container)
+
+
+def run_in_image(tag: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """Runs one command in a throwaway container of the image, as the image's user."""
+    with working_container(tag) as container:
         return subprocess.run(
             ["buildah", "run", "--isolation", "chroot", container, "--", *command],
             capture_output=True,
@@ -54,8 +65,6 @@ def run_in_image(tag: str, *command: str) -> subprocess.CompletedProcess[str]:
             timeout=120,
             check=False,
         )
-    finally:
-        _remove(container)
 
 
 @dataclass

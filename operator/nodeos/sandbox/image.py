@@ -162,23 +162,11 @@ def build(
     """
     require_tools("buildah")
     say = say or _print_progress
-    revision = subprocess.run(
-        ["git", "-C", str(context), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    created = subprocess.run(
-        ["git", "-C", str(context), "log", "-1", "--format=%cI"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     arguments = {
         # buildah 1.28 leaves BUILDPLATFORM to the target's when --platform is given
         "BUILDPLATFORM": f"linux/{native_arch()}",
-        "REVISION": revision or "unknown",
-        "CREATED": created or "unknown",
+        "REVISION": _git(context, "rev-parse", "--short", "HEAD"),
+        "CREATED": _git(context, "log", "-1", "--format=%cI"),
         **(build_args or {}),
     }
     command = ["buildah", "bud", "--isolation", "chroot", "--layers"]
@@ -193,6 +181,14 @@ def build(
     code = subprocess.run(command, stdout=sys.stderr, check=False).returncode
     if code != 0:
         raise ImageError(f"buildah bud failed (exit {code}); its output is above")
+
+
+def _git(context: Path, *args: str) -> str:
+    """One line of git's answer about the checkout, or "unknown" outside one."""
+    answer = subprocess.run(
+        ["git", "-C", str(context), *args], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return answer or "unknown"
 
 
 def _run(command: list[str], what: str) -> str:
