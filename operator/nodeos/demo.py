@@ -20,6 +20,7 @@ from typing import Any
 from kubernetes import client, config
 
 from nodeos import codegen
+from nodeos.core.records import records_on
 from nodeos.models import crdgen
 from nodeos.sandbox import cluster, kwok, processes, toolchain
 
@@ -198,8 +199,13 @@ def _watch(api: client.ApiClient, started: float) -> bool:
     while time.monotonic() - started < TIMEOUT_S:
         plan: Any = custom.get_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans", PLAN)
         status: dict[str, Any] = plan.get("status") or {}
-        records = {n["name"]: n for n in status.get("nodes") or []}
         nodes: list[Any] = sorted(core.list_node(label_selector="type=kwok").items, key=_node_order)
+        found = records_on(
+            ((n.metadata.name, n.metadata.annotations or {}) for n in nodes),
+            PLAN,
+            plan["metadata"]["uid"],
+        )
+        records = {name: record.to_api() for name, record in found.items()}
         pods = core.list_namespaced_pod("default", label_selector="app=web").items
         rows = [_row(node, records.get(node.metadata.name), pods) for node in nodes]
         header = (

@@ -15,6 +15,7 @@ import datetime
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from nodeos.core import planner, windows
 from nodeos.core.canary import APPROVE_ANNOTATION
 from nodeos.core.nodes import matches, view_of
+from nodeos.core.records import records_on
 from nodeos.engine.rollout import RETRY_ANNOTATION
 from nodeos.models.common import parse_duration
 from nodeos.models.upgradeplan import UpgradePlanSpec
@@ -174,16 +176,24 @@ def _gates(spec: UpgradePlanSpec, now: datetime.datetime) -> list[str]:
 
 
 def _status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    custom = client.CustomObjectsApi(_api(args))
+    api = _api(args)
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     while True:
         try:
             plan = cast(
                 dict[str, Any], custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, args.name)
             )
+            reply: Any = core.list_node(_preload_content=False)
         except client.ApiException as error:
             print(f"nodeos plan status: {args.name}: {error.reason}", file=sys.stderr)
             return 1
-        text = status_text(plan)
+        listed = json.loads(reply.data)["items"]
+        found = records_on(
+            ((n["metadata"]["name"], n["metadata"].get("annotations") or {}) for n in listed),
+            args.name,
+            plan["metadata"].get("uid", ""),
+        )
+        text = status_text(plan, {name: record.to_api() for name, record in found.items()})
         out.write(("\033[2J\033[H" if args.watch and out.isatty() else "") + text)
         out.flush()
         phase = (plan.get("status") or {}).get("phase")
@@ -192,8 +202,8 @@ def _status(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         time.sleep(2)
 
 
-def status_text(plan: dict[str, Any]) -> str:
-    """A plan's summary line, progress bar and per-node table."""
+def status_text(plan: dict[str, Any], records: Mapping[str, dict[str, Any]]) -> str:
+    """A plan's summary line, progress bar and a row per node record (from the Nodes)."""
     status = plan.get("status") or {}
     counts = status.get("counts") or {}
     total, updated = counts.get("total", 0), counts.get("updated", 0)
@@ -207,7 +217,8 @@ def status_text(plan: dict[str, Any]) -> str:
         f"{counts.get('failed', 0)} failed, {counts.get('pending', 0)} pending",
         f"{'NODE':<24} {'PHASE':<13} {'SINCE':<20} {'ATTEMPT':<7} REASON / MESSAGE",
     ]
-    for record in status.get("nodes") or []:
+    legacy = {r["name"]: r for r in status.get("nodes") or []}  # by earlier nodeos versions
+    for _, record in sorted((legacy | dict(records)).items()):
         note = " ".join(x for x in (record.get("reason"), record.get("message")) if x)
         lines.append(
             f"{record['name']:<24} {record['phase']:<13} {str(record.get('since', ''))[:19]:<20} "

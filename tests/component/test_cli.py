@@ -66,13 +66,14 @@ def test_status_shows_a_progress_bar_and_a_row_per_node() -> None:
             "phase": "Progressing",
             "message": "in flight: w-2",
             "counts": {"total": 4, "updated": 2, "inProgress": 1, "failed": 0, "pending": 1},
-            "nodes": [
-                {"name": "w-1", "phase": "Done", "since": "2026-11-26T12:00:00Z"},
-                {"name": "w-2", "phase": "Draining", "message": "1 pod(s) left to evict"},
-            ],
         },
     }
-    text = status_text(plan)
+    records = {
+        "w-2": {"name": "w-2", "phase": "Draining", "message": "1 pod(s) left to evict"},
+        "w-1": {"name": "w-1", "phase": "Done", "since": "2026-11-26T12:00:00Z"},
+    }
+    text = status_text(plan, records)
     assert text.startswith("fleet: Progressing - in flight: w-2\n")
     assert "[" + "#" * 15 + "." * 15 + "] 2/4 done, 1 in progress" in text
     assert "w-2" in text and "1 pod(s) left to evict" in text
+    assert text.index("\nw-1 ") < text.index("\nw-2 "), "rows are in node order"

@@ -218,10 +218,10 @@ async def test_a_failing_after_check_rolls_the_node_back_and_verifies_it() -> No
     await run_until(
         kube,
         nodes,
-        lambda s: any(r.get("phase") == "RolledBack" for r in s.get("nodes") or []),
+        lambda s: any(r.get("phase") == "RolledBack" for r in kube.records().values()),
         osapi=osapi,
     )
-    record = kube.plan["status"]["nodes"][0]
+    record = kube.records()["w-0"]
     assert record["message"].startswith(
         "rolled back to v1.12.4 after: healthChecks[0] (Ceph is healthy): false for CephCluster "
         "rook-ceph/rook-ceph"

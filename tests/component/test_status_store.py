@@ -1,12 +1,16 @@
-"""StatusStore: guarded writes, batching of concurrent changes, re-apply after a conflict."""
+"""StatusStore: guarded writes, batching, re-apply after a conflict, records on the Nodes."""
 
 from __future__ import annotations
 
 import asyncio
 
-from helpers.fakes import FakeKube
+import pytest
+
+from helpers.fakes import FakeKube, FakeNode
+from nodeos.core.records import annotation_key, encode
 from nodeos.engine.status import Draft, StatusStore
 from nodeos.models.upgradeplan import NodeProgress
+from nodeos.ports.kube import KubeApiError
 
 
 def plan() -> dict[str, object]:
@@ -51,3 +55,106 @@ async def test_an_unchanged_status_is_not_written() -> None:
     writes = store.writes
     await store.commit(lambda draft: None)
     assert store.writes == writes
+
+
+def with_nodes(*names: str, status: dict[str, object] | None = None) -> FakeKube:
+    body = plan()
+    body["metadata"] = {"name": "p", "uid": "uid-1", "generation": 1}
+    if status is not None:
+        body["status"] = status
+    return FakeKube({n: FakeNode(n) for n in names}, body)
+
+
+async def test_records_live_on_their_nodes_and_a_transition_writes_only_its_own() -> None:
+    kube = with_nodes("a", "b", "c")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
+    await store.commit(claim("b"))
+    assert "nodes" not in kube.plan["status"], "the status holds no per-node records"
+    assert kube.plan["status"]["inFlight"] == ["a", "b"]
+    assert set(kube.records()) == {"a", "b"} and "c" not in kube.records()
+    writes = store.record_writes
+
+    def drain(draft: Draft) -> None:
+        draft.nodes["a"] = NodeProgress(name="a", phase="Draining")
+
+    await store.commit(drain)
+    assert store.record_writes == writes + 1, "only the changed record is written"
+    assert kube.records()["a"]["phase"] == "Draining"
+    assert kube.records()["b"]["phase"] == "Cordoning"
+
+    again = StatusStore(kube, "p")  # a restarted operator reads them back
+    await again.load()
+    assert again.status == store.status
+
+
+async def test_records_left_in_the_status_by_an_earlier_version_move_to_the_nodes() -> None:
+    legacy = {
+        "phase": "Progressing",
+        "inFlight": ["a"],
+        "nodes": [{"name": "a", "phase": "Draining"}, {"name": "b", "phase": "Done"}],
+    }
+    kube = with_nodes("a", "b", status=legacy)
+    store = StatusStore(kube, "p")
+    await store.load()
+    assert [r.phase for r in store.status.nodes] == ["Draining", "Done"]
+    await store.commit(claim("c-missing"))  # any change: the next write moves them
+    assert "nodes" not in kube.plan["status"]
+    assert {n: r["phase"] for n, r in kube.records().items()} == {"a": "Draining", "b": "Done"}
+
+
+async def test_a_record_of_another_plan_with_the_same_name_is_not_taken_up() -> None:
+    kube = with_nodes("a")
+    kube.nodes["a"].annotations[annotation_key("p")] = encode(
+        NodeProgress(name="a", phase="Failed"), "uid-of-a-deleted-plan"
+    )
+    store = StatusStore(kube, "p")
+    await store.load()
+    assert store.status.nodes == []
+
+
+async def test_a_failed_record_write_keeps_the_stored_record_and_reports_the_error() -> None:
+    kube = with_nodes("a")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
+    failing = kube.annotate_node
+
+    async def refuse(node: str, key: str, value: str | None) -> None:
+        raise KubeApiError(503, "unavailable")
+
+    kube.annotate_node = refuse  # type: ignore[method-assign]
+
+    def drain(draft: Draft) -> None:
+        draft.nodes["a"] = NodeProgress(name="a", phase="Draining")
+
+    with pytest.raises(KubeApiError):
+        await store.commit(drain)
+    assert store.status.nodes[0].phase == "Cordoning", "memory says what is stored"
+    kube.annotate_node = failing  # type: ignore[method-assign]
+    await store.commit(drain)
+    assert kube.records()["a"]["phase"] == "Draining"
+
+
+async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write() -> None:
+    kube = with_nodes("a")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
+    stores = kube.annotate_node
+
+    async def lose_reply(node: str, key: str, value: str | None) -> None:
+        await stores(node, key, value)
+        raise KubeApiError(0, "connection reset after the request was sent")
+
+    kube.annotate_node = lose_reply  # type: ignore[method-assign]
+
+    def drain(draft: Draft) -> None:
+        draft.nodes["a"] = NodeProgress(name="a", phase="Draining")
+
+    with pytest.raises(KubeApiError):
+        await store.commit(drain)
+    kube.annotate_node = stores  # type: ignore[method-assign]
+    status = await store.commit(lambda draft: None)
+    assert status.nodes[0].phase == "Draining", "the next write starts from what the Node has"

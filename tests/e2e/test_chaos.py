@@ -127,7 +127,7 @@ def test_chaos(seed: int, env_factory: Any, sandbox: cluster.Sandbox, figures: l
     )
     assert watch.violations == [], f"seed {seed}: {done}\n{watch.violations[:5]}"
     assert watch.samples > 50
-    records = {r["name"]: r for r in status.get("nodes") or []}
+    records = env.records("chaos")
     for name in NODES:
         node = env.node(name)
         record = records.get(name, {})

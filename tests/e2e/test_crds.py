@@ -91,7 +91,7 @@ def test_printer_columns_show_where_a_rollout_stands(
         kubectl(sandbox_binaries, sandbox, "delete", "-f", str(path))
 
 
-def test_status_with_5000_nodes_fits_in_one_object(
+def test_a_status_with_5000_records_left_by_an_earlier_version_is_still_accepted(
     crds_installed: None, kube: client.ApiClient, figures: list[str]
 ) -> None:
     custom = client.CustomObjectsApi(kube)

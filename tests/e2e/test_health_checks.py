@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from helpers.e2e import OperatorProcess, simulator_process, token_kubeconfig, wait_for
+from helpers.e2e import (
+    OperatorProcess,
+    plan_records,
+    simulator_process,
+    token_kubeconfig,
+    wait_for,
+)
 from helpers.gates import PROBE_GROUP, PROBE_PLURAL, probes, set_probe
 from nodeos.sandbox import cluster
 from nodeos.simulator.fleet import read_journal
@@ -179,7 +185,10 @@ def test_before_checks_hold_starts_and_a_failing_after_check_rolls_the_node_back
             )
 
             def record() -> dict[str, Any]:
-                return next(iter(plan("rolled").get("nodes") or []), {})
+                body = custom.get_cluster_custom_object(
+                    "nodeos.dev", "v1alpha1", "upgradeplans", "rolled"
+                )
+                return plan_records(core, body).get("worker-2", {})
 
             wait_for(
                 "the node to be rolled back", lambda: record().get("phase") == "RolledBack", 120

@@ -11,6 +11,7 @@ import yaml
 
 from helpers.e2e import wait_for
 from helpers.rollout_env import Env
+from nodeos.core.records import annotation_key
 
 pytestmark = pytest.mark.sandbox
 
@@ -53,7 +54,9 @@ def test_a_rollout_with_failures_can_be_followed_from_json_logs(env_factory: Any
     assert key[20:60] not in text and base64.b64decode(key)[40:80].decode() not in text
 
 
-def test_a_deleted_plan_takes_its_metric_series_with_it(env_factory: Any) -> None:
+def test_a_deleted_plan_takes_its_metric_series_and_its_node_records_with_it(
+    env_factory: Any,
+) -> None:
     env: Env = env_factory("--control-planes", "0", "--workers", "2", "--reboot-seconds", "1")
     env.apply_plan("measured")
     env.wait_phase("measured", "Completed", 60)
@@ -65,5 +68,13 @@ def test_a_deleted_plan_takes_its_metric_series_with_it(env_factory: Any) -> Non
         15,
     )
     assert 'nodeos_upgradeplan_nodes{phase="Done",plan="measured"} 2.0' in env.op.metrics()
+    records = env.records("measured")
+    assert {r["phase"] for r in records.values()} == {"Done"} and len(records) == 2, records
+    key = annotation_key("measured")
     env.custom.delete_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans", "measured")
     wait_for("the series gone", lambda: 'plan="measured"' not in env.op.metrics(), 30)
+    wait_for(
+        "the records gone",
+        lambda: not any(key in (n.metadata.annotations or {}) for n in env.core.list_node().items),
+        30,
+    )

@@ -61,13 +61,13 @@ def production_example(prometheus_url: str) -> dict[str, Any]:
     return plan
 
 
-def started(plan: dict[str, Any]) -> set[str]:
+def started(env: Env, name: str) -> set[str]:
     """Nodes the plan has started (any record past Pending, or in flight)."""
+    plan = env.plan(name)
     status = plan.get("status") or {}
-    records = status.get("nodes") or []
     begun = {
         r["name"]
-        for r in records
+        for r in env.records(name).values()
         if r.get("phase") != "Pending" and r.get("reason") != "AlreadyUpToDate"
     }
     return begun | set(status.get("inFlight") or [])
@@ -106,7 +106,7 @@ def test_the_production_example_rolls_and_a_firing_alert_holds_it(
             plan = production_example(prom.url)
             name = plan["metadata"]["name"]
             env.custom.create_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans", plan)
-            wait_for("the canary to start", lambda: started(env.plan(name)), 60)
+            wait_for("the canary to start", lambda: started(env, name), 60)
             target.value = 1
             wait_for("the alert to fire", lambda: "GateClosed" in prom.firing(), 30)
             fired = time.monotonic()
@@ -116,9 +116,9 @@ def test_the_production_example_rolls_and_a_firing_alert_holds_it(
                 60,
             )
             held_after = time.monotonic() - fired
-            before = started(env.plan(name))
+            before = started(env, name)
             time.sleep(5)  # many reconciles while it fires
-            assert started(env.plan(name)) == before, "a node started while the alert fired"
+            assert started(env, name) == before, "a node started while the alert fired"
             assert waiting(env, name)["message"] == "1 alert(s) firing: GateClosed"
             assert len(before) < len(NODES), "the alert fired too late to hold anything"
             target.value = 0

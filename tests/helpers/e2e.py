@@ -22,7 +22,18 @@ from typing import Any
 import yaml
 from kubernetes import client, config
 
+from nodeos.core.records import records_on
 from nodeos.sandbox import cluster, kwok, processes
+
+
+def plan_records(core: client.CoreV1Api, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A plan's node records, read from the Nodes that carry them (camelCase, with the name)."""
+    found = records_on(
+        ((n.metadata.name, n.metadata.annotations or {}) for n in core.list_node().items),
+        plan["metadata"]["name"],
+        plan["metadata"]["uid"],
+    )
+    return {name: record.to_api() for name, record in found.items()}
 
 
 def is_ready(obj: Any) -> bool:

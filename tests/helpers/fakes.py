@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
+from nodeos.core.records import records_on
 from nodeos.ports.kube import (
     ConflictError,
     Cordon,
@@ -138,6 +139,28 @@ class FakeKube:
         annotations: dict[str, str | None] | None = None,
     ) -> None:
         return None
+
+    async def annotate_node(self, node: str, key: str, value: str | None) -> None:
+        if node not in self.nodes:
+            raise NotFoundError(node)
+        annotations = self.nodes[node].annotations
+        if value is None:
+            annotations.pop(key, None)
+        else:
+            annotations[key] = value
+
+    async def nodes_annotated(self, key: str) -> dict[str, str]:
+        return {n.name: n.annotations[key] for n in self.nodes.values() if key in n.annotations}
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """The plan's node records as the nodes carry them (camelCase, with the name)."""
+        metadata = self.plan["metadata"]
+        found = records_on(
+            ((n.name, n.annotations) for n in self.nodes.values()),
+            metadata["name"],
+            metadata.get("uid", ""),
+        )
+        return {name: record.to_api() for name, record in found.items()}
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> tuple[str, bytes]:
         raise NotFoundError(name)

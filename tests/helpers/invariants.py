@@ -38,6 +38,8 @@ from typing import Any
 
 from kubernetes import client, watch
 
+from helpers.e2e import plan_records
+
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
 MARK = "nodeos.dev/cordoned-by"
 INSTALLS = ("machine.LifecycleService/Upgrade", "machine.MachineService/Upgrade")
@@ -391,8 +393,11 @@ class InvariantMonitor:
         return state is not None and state.out
 
     def _failed(self, plan: str) -> set[str]:
-        records = ((self._plans.get(plan) or {}).get("status") or {}).get("nodes") or []
-        return {r["name"] for r in records if r.get("phase") in ("Failed", "RolledBack")}
+        body = self._plans.get(plan)
+        if body is None:
+            return set()
+        records = plan_records(client.CoreV1Api(self.kube), body)
+        return {n for n, r in records.items() if r.get("phase") in ("Failed", "RolledBack")}
 
     def _check_end(self) -> None:
         for name in self.nodes:

@@ -23,6 +23,7 @@ from helpers.e2e import (
     SimulatorProcess,
     deployment,
     operator_process,
+    plan_records,
     simulator_process,
     wait_for,
 )
@@ -74,8 +75,7 @@ class Env:
         return str((self.plan(name).get("status") or {}).get("phase", ""))
 
     def records(self, name: str) -> dict[str, dict[str, Any]]:
-        nodes = (self.plan(name).get("status") or {}).get("nodes") or []
-        return {n["name"]: n for n in nodes}
+        return plan_records(self.core, self.plan(name))
 
     def wait_phase(self, name: str, phase: str, timeout_s: float = 120) -> dict[str, Any]:
         try:

@@ -69,6 +69,7 @@ class Checker:
     checked: int = 0
     reported: set[str] = field(default_factory=set)
     progressed: bool = False
+    unrecorded: dict[str, float] = field(default_factory=dict)  # in flight, no record, since
 
     def fail(self, world: World, text: str, *, once: str | None = None) -> None:
         """Records a violation; with ``once``, only the first time for that key."""
@@ -100,7 +101,7 @@ class Checker:
         }
 
     def _records(self, world: World) -> dict[str, dict[str, Any]]:
-        return {r["name"]: r for r in self._status(world).get("nodes") or []}
+        return world.records(self.plan)
 
     def _selected(self, world: World) -> list[Node]:
         selector = self._spec(world)["nodeSelector"]
@@ -267,10 +268,22 @@ class Checker:
         if self._deleted(world):
             return  # gone: nothing of it is left to move on
         records = self._records(world)
-        for name in self._status(world).get("inFlight") or []:
+        in_flight = self._status(world).get("inFlight") or []
+        for name in list(self.unrecorded):
+            if name not in in_flight or name in records:
+                del self.unrecorded[name]
+        for name in in_flight:
             record = records.get(name)
             if record is None:
-                self.fail(world, f"{name} is in flight without a record")
+                # The slot is stored before the record (a write that failed, or a crash, in
+                # between): the engine must give such a slot back, not keep it
+                since = self.unrecorded.setdefault(name, world.now())
+                if world.now() - since > LIVENESS_SLACK_S + api_down_s:
+                    self.fail(
+                        world,
+                        f"{name} in flight without a record for {world.now() - since:.0f}s",
+                        once=f"unrecorded {name} {since}",
+                    )
                 continue
             deadline = parse_time(record.get("deadline"))
             slack = LIVENESS_SLACK_S + api_down_s + clock_behind_s

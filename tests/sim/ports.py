@@ -14,11 +14,13 @@ fails permanently. Outages make every call of one kind fail for a while.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
+from nodeos.core.records import SUFFIX
 from nodeos.ports.kube import (
     ConflictError,
     Cordon,
@@ -271,6 +273,24 @@ class SimKube:
         annotations: dict[str, str | None] | None = None,
     ) -> None:
         self._reply(await self._call(mutating=True))
+
+    async def annotate_node(self, node: str, key: str, value: str | None) -> None:
+        fate = await self._call(mutating=True, method="annotate_node", node=node)
+        annotations = self.world.nodes[node].annotations
+        if value is None:
+            annotations.pop(key, None)
+        else:
+            annotations[key] = value
+        phase = json.loads(value).get("phase") if value is not None else "removed"
+        plan = key.removesuffix(SUFFIX)  # (a plan name short enough to be kept whole)
+        self.world.record("record", node, detail=str(phase), plan=plan)
+        self._reply(fate)
+
+    async def nodes_annotated(self, key: str) -> dict[str, str]:
+        self._reply(await self._call(mutating=False, method="nodes_annotated"))
+        return {
+            n.name: n.annotations[key] for n in self.world.nodes.values() if key in n.annotations
+        }
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> tuple[str, bytes]:
         self._reply(await self._call(mutating=False))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeos.core.canary import APPROVE_ANNOTATION
+from nodeos.core.nodes import CORDONED_BY_ANNOTATION
 from nodeos.core.planner import PlanRef, plan_ref
 from nodeos.engine.deletion import EngineStillRunningError, release_deleted_plan
 from nodeos.engine.rollout import RETRY_ANNOTATION, EngineDeps, PlanRollout
@@ -244,11 +245,11 @@ class Report:
     incarnations: int
     loop_errors: list[str] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def record(self, node: str) -> dict[str, Any]:
-        """The node's record in the plan's final status ({} when it has none)."""
-        records = self.status.get("nodes") or []
-        return next((r for r in records if r["name"] == node), {})
+        """The node's record at the end, as its Node carries it ({} when it has none)."""
+        return self.records.get(node, {})
 
     @property
     def ok(self) -> bool:
@@ -496,11 +497,11 @@ class _Driver:
                     world.cordon(arg, None)
             case "human-uncordon":
                 node = world.nodes[arg]
-                if node.unschedulable and not node.annotations:
+                if node.unschedulable and CORDONED_BY_ANNOTATION not in node.annotations:
                     world.record("human-uncordon", arg)
                     world.uncordon(arg, "someone else")
             case "reregister":
-                if not world.nodes[arg].annotations:
+                if CORDONED_BY_ANNOTATION not in world.nodes[arg].annotations:
                     world.reregister(arg, replaced=self.rng.random() < 0.5)
             case "etcd-unhealthy":
                 world.etcd_unhealthy = True
@@ -642,6 +643,7 @@ def simulate(scenario: Scenario, configure: Callable[[_Driver], None] | None = N
         incarnations=driver.incarnations,
         loop_errors=driver.loop_errors,
         status=driver.world.status(),
+        records=driver.world.records(),
     )
 
 

@@ -90,10 +90,8 @@ def assert_clean(report: Report) -> None:
 
 def record_in(phase: str, node: str) -> Callable[[World, Entry], bool]:
     def cue(world: World, entry: Entry) -> bool:
-        records = (world.plan.get("status") or {}).get("nodes") or []
-        return entry.kind == "status" and any(
-            r["name"] == node and r["phase"] == phase for r in records
-        )
+        record = world.records().get(node) or {}
+        return entry.kind == "record" and entry.node == node and record.get("phase") == phase
 
     return cue
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeos.core.nodes import CONTROL_PLANE_LABEL, CORDONED_BY_ANNOTATION, NodeView
+from nodeos.core.records import records_on
 
 OLD, NEW, NEWER = "v1.12.4", "v1.13.9", "v1.14.1"
 
@@ -234,6 +235,19 @@ class World:
     def status(self, name: str | None = None) -> dict[str, Any]:
         body = self.body_of(name) if name else self.plan
         return dict(body.get("status") or {})
+
+    def records(self, name: str | None = None) -> dict[str, dict[str, Any]]:
+        """The plan's node records, as its Nodes carry them (camelCase, with the name)."""
+        body = self.body_of(name) if name else self.plan
+        if not body:
+            return {}
+        metadata = body["metadata"]
+        found = records_on(
+            ((n.name, n.annotations) for n in self.nodes.values()),
+            metadata["name"],
+            metadata["uid"],
+        )
+        return {name: record.to_api() for name, record in found.items()}
 
     # -- pods, budgets, scheduler --------------------------------------------------------------
 

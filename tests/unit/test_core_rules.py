@@ -73,14 +73,17 @@ def test_a_spec_change_keeps_in_flight_nodes_and_restarts_failed_ones() -> None:
         "old-target": record("old-target", "Done", target=OLD, cordonedByUs=False),
         "failed-kept": record("failed-kept", "Failed", cordonedByUs=True, retryAt=NOW),
         "failed-free": record("failed-free", "Failed", cordonedByUs=False),
+        # failed, its slot not yet given back (or the earlier reset's record write was lost)
+        "failed-flying": record("failed-flying", "Failed", cordonedByUs=True),
     }
-    records, ledger = after_change(nodes, ["flying"], NEW)
+    records, ledger = after_change(nodes, ["flying", "failed-flying"], NEW)
     assert records["flying"] == nodes["flying"]
     assert records["done"] == nodes["done"]
     assert "old-target" not in records and "failed-free" not in records
     again = records["failed-kept"]
     assert (again.phase, again.retry_at, again.attempt) == ("Pending", None, None)
-    assert ledger == ["flying", "failed-kept"], "its cordon comes off through the ledger"
+    assert records["failed-flying"].phase == "Pending", "its cordon comes off, then it retries"
+    assert ledger == ["flying", "failed-flying", "failed-kept"], "cordons come off via the ledger"
 
 
 # -- etcd --------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ from nodeos.ports.kube import (
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
 REQUESTS = Counter("nodeos_kube_requests_total", "Kubernetes API requests made by the engine")
 EVENT_NAMESPACE = "default"
+# A list of objects' metadata only: at 5,000 Nodes, a fraction of the full objects' bytes
+_METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class KubeClient:
@@ -238,6 +240,20 @@ class KubeClient:
             metadata["annotations"] = annotations
         await self._run(self.core.patch_node, node, {"metadata": metadata})
 
+    async def annotate_node(self, node: str, key: str, value: str | None) -> None:
+        """Merge-patches one annotation (the Lease fences this writer; no other writes the key)."""
+        await self._run(self.core.patch_node, node, {"metadata": {"annotations": {key: value}}})
+
+    async def nodes_annotated(self, key: str) -> dict[str, str]:
+        """Lists the Nodes' metadata only (no status) and keeps those carrying ``key``."""
+        listed = await self._run(self._get_json, "/api/v1/nodes", None, _METADATA_ONLY)
+        found = {}
+        for item in listed.get("items") or []:
+            value = (item["metadata"].get("annotations") or {}).get(key)
+            if value is not None:
+                found[str(item["metadata"]["name"])] = str(value)
+        return found
+
     async def read_secret_key(self, namespace: str, name: str, key: str) -> tuple[str, bytes]:
         """A Secret's resourceVersion and the decoded value of ``key``."""
         secret = await self._run(self.core.read_namespaced_secret, name, namespace)
@@ -320,13 +336,15 @@ class KubeClient:
                 return found
         raise KubeApiError(404, f"the API server serves no kind {kind} in {api_version}")
 
-    def _get_json(self, path: str, query: dict[str, str] | None) -> Any:
+    def _get_json(
+        self, path: str, query: dict[str, str] | None, accept: str = "application/json"
+    ) -> Any:
         """GET ``path`` as JSON through the shared ApiClient (its auth and TLS)."""
         method, url, headers, _, _ = self.api.param_serialize(
             "GET",
             path,
             query_params=list(query.items()) if query else None,
-            header_params={"Accept": "application/json"},
+            header_params={"Accept": accept},
             auth_settings=["BearerToken"],
         )
         response = self.api.call_api(method, url, header_params=headers)

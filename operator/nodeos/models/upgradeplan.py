@@ -95,7 +95,7 @@ class UpgradePlanSpec(RolloutPolicy):
 
 
 class NodeProgress(ApiModel):
-    """One node's progress in this plan, kept small: 5,000 of these fit in one object."""
+    """One node's progress in this plan, kept on the Node as an annotation (a few hundred bytes)."""
 
     name: str = Field(max_length=253)
     phase: NodePhase
@@ -183,7 +183,11 @@ class UpgradePlanStatus(ApiModel):
         description="Nodes holding a slot. Written before a node is touched; the concurrency "
         "ledger.",
     )
-    nodes: list[NodeProgress] = Field(default_factory=list)
+    nodes: list[NodeProgress] = Field(
+        default_factory=list,
+        description="Written only by earlier nodeos versions: node records now live on the Nodes "
+        "(annotation <plan>.progress.nodeos.dev/record); the next write moves and clears these.",
+    )
     preview: Preview | None = None
     next_window: datetime.datetime | None = None
     eta: datetime.datetime | None = None

@@ -146,6 +146,14 @@ class KubeApi(Protocol):
         """Sets (or with None removes) node labels and annotations."""
         ...
 
+    async def annotate_node(self, node: str, key: str, value: str | None) -> None:
+        """Sets (with None removes) one annotation; NotFoundError when the Node is gone."""
+        ...
+
+    async def nodes_annotated(self, key: str) -> dict[str, str]:
+        """Every Node that carries the annotation ``key``, with its value, listed fresh."""
+        ...
+
     async def read_secret_key(self, namespace: str, name: str, key: str) -> tuple[str, bytes]:
         """A Secret's resourceVersion and one decoded value."""
         ...
