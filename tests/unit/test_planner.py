@@ -181,6 +181,16 @@ def test_preview_batches() -> None:
     assert decision.total_batches == 5
 
 
+def test_the_preview_is_bounded_whatever_the_fleet() -> None:
+    big = planner.plan_step(spec(strategy={"maxUnavailable": 500}), {}, [], fleet(0, 5000), NOW)
+    assert big.total_batches == 10
+    assert sum(len(batch) for batch in big.batches) == 500, "the first batch, even past 200"
+    small = planner.plan_step(spec(strategy={"maxUnavailable": 30}), {}, [], fleet(0, 5000), NOW)
+    shown = sum(len(batch) for batch in small.batches)
+    assert small.batches and shown <= planner.PREVIEW_NAMES
+    assert small.total_batches == 167
+
+
 node_states = st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans())
 
 

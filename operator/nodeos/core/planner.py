@@ -33,6 +33,7 @@ from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
 TERMINAL = frozenset({"Done", "Failed", "RolledBack"})
 FAILED = frozenset({"Failed", "RolledBack"})
 PREVIEW_BATCHES = 20
+PREVIEW_NAMES = 200  # the status's preview stays small whatever the fleet (the first batch always)
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def plan_step(
     decision = Decision(
         start=(),
         up_to_date=up_to_date,
-        batches=tuple(batches[:PREVIEW_BATCHES]),
+        batches=_preview(batches),
         total_batches=len(batches),
         waiting=None,
         complete=complete,
@@ -408,6 +409,18 @@ def _counts(
         "inProgress": in_progress,
         "pending": len(ordered) - updated - failed - in_progress,
     }
+
+
+def _preview(batches: Sequence[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    """The first batches, at most ``PREVIEW_BATCHES`` of them and ``PREVIEW_NAMES`` names."""
+    shown: list[tuple[str, ...]] = []
+    names = 0
+    for batch in batches[:PREVIEW_BATCHES]:
+        if shown and names + len(batch) > PREVIEW_NAMES:
+            break
+        shown.append(batch)
+        names += len(batch)
+    return tuple(shown)
 
 
 def batches_of(remaining: Sequence[NodeView], budget: int) -> list[tuple[str, ...]]:
