@@ -1,11 +1,18 @@
 """Rollout benchmark: how much time and load the operator adds on top of the nodes themselves.
 
 Runs the sandbox, the simulator with N nodes (reboot time T, no faults) and the operator, with
-no workload (so drains find nothing to move), applies one UpgradePlan and prints:
+an optional workload (``--pods-per-worker``: a Deployment behind a PodDisruptionBudget, so
+drains move pods), applies one UpgradePlan and prints:
 - wall time vs the ideal (control-plane nodes one at a time, workers ceil(W / maxUnavailable)
   batches, each batch taking one node's own time), and their ratio;
-- transition latency (slot freed -> next node cordoned) from the operator's histogram;
-- Kubernetes API requests per node, operator peak RSS and CPU seconds.
+- transition latency (slot freed -> next node cordoned, per slot) from the operator's histogram;
+- every request the operator made, from the API server's audit log (the operator runs as its
+  own ServiceAccount, the only user the audit policy logs): per node, by verb and resource, the
+  bytes it wrote per node and its largest write;
+- operator peak RSS and CPU seconds, and each process's share of the machine;
+- whether every node ended on the target.
+It writes the figures as JSON and an SVG (nodes in flight and done over time, and each node's
+phases) to ``--out`` (default ``bench-results/``).
 
 Usage: .venv/bin/python benchmarks/rollout.py --workers 17 --control-planes 3 --max-unavailable 2
 Run by hand; it is not part of the test suite.
@@ -14,6 +21,7 @@ Run by hand; it is not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
@@ -22,13 +30,33 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import yaml
 from kubernetes import client, config
 
 from nodeos import codegen
+from nodeos.core.records import SUFFIX
 from nodeos.models import crdgen
-from nodeos.sandbox import cluster, processes, toolchain
+from nodeos.sandbox import cluster, kwok, processes, toolchain
+
+NAMESPACE = "nodeos-system"
+ACCOUNT = "nodeos-bench"
+USER = f"system:serviceaccount:{NAMESPACE}:{ACCOUNT}"
+TARGET = "v1.13.9"
+# Log only the operator's requests, once each, with the bodies of its writes
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [
+        {"level": "Request", "users": [USER], "verbs": ["create", "update", "patch", "delete"]},
+        {"level": "Metadata", "users": [USER]},
+        {"level": "None"},
+    ],
+}
 
 
 def main() -> int:
@@ -39,6 +67,13 @@ def main() -> int:
     parser.add_argument("--max-unavailable", type=int, default=2)
     parser.add_argument("--reboot-seconds", type=float, default=5.0)
     parser.add_argument(
+        "--pods-per-worker",
+        type=int,
+        default=0,
+        help="a Deployment with this many pods per worker behind a PDB (maxUnavailable 10%%)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -48,7 +83,7 @@ def main() -> int:
     args = parser.parse_args()
     paths = toolchain.ensure_built()
     workdir = Path(tempfile.mkdtemp(prefix="nodeos-bench-"))
-    sandbox = cluster.Sandbox(workdir / "sandbox", paths)
+    sandbox = cluster.Sandbox(workdir / "sandbox", paths, audit_policy=AUDIT_POLICY)
     sandbox.start()
     children = []
     try:
@@ -56,8 +91,9 @@ def main() -> int:
         ext = client.ApiextensionsV1Api(api)
         for kind in codegen.ROOT_KINDS:
             ext.create_custom_resource_definition(crdgen.crd_for(kind, kind.crd))
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": "nodeos-system"}})
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
         time.sleep(2)
+        operator_kubeconfig = _operator_kubeconfig(api, sandbox.kubeconfig, workdir)
         env = dict(os.environ)
         sim = processes.start(
             "simulator",
@@ -87,6 +123,8 @@ def main() -> int:
         total = args.control_planes + args.workers
         while sum(1 for n in core.list_node().items if _ready(n)) < total:
             time.sleep(0.5)
+        if args.pods_per_worker:
+            _deploy_workload(api, args.workers * args.pods_per_worker)
         metrics_port = processes.free_port()
         op = processes.start(
             "operator",
@@ -96,11 +134,11 @@ def main() -> int:
                 "nodeos",
                 "run",
                 "--kubeconfig",
-                str(sandbox.kubeconfig),
+                str(operator_kubeconfig),
                 "--talosconfig",
                 str(workdir / "sim" / "talosconfig"),
                 "--namespace",
-                "nodeos-system",
+                NAMESPACE,
                 "--metrics-port",
                 str(metrics_port),
                 "--health-port",
@@ -140,6 +178,7 @@ def main() -> int:
         requests_before = _metric(metrics_port, "nodeos_kube_requests_total")
         custom = client.CustomObjectsApi(api)
         started = time.monotonic()
+        started_at = datetime.datetime.now(datetime.UTC)
         custom.create_cluster_custom_object(
             "nodeos.dev",
             "v1alpha1",
@@ -149,22 +188,35 @@ def main() -> int:
                 "kind": "UpgradePlan",
                 "metadata": {"name": "bench"},
                 "spec": {
-                    "target": {"version": "v1.13.9"},
+                    "target": {"version": TARGET},
                     "nodeSelector": {"matchLabels": {"type": "kwok"}},
                     "strategy": {"maxUnavailable": args.max_unavailable},
                 },
             },
         )
         peak_rss = 0
+        samples: list[tuple[float, int, int]] = []  # (seconds, in flight, updated)
         while True:
             peak_rss = max(peak_rss, _rss_mib(op.pid))
             plan = custom.get_cluster_custom_object(
                 "nodeos.dev", "v1alpha1", "upgradeplans", "bench"
             )
-            if (plan.get("status") or {}).get("phase") in ("Completed", "Failed"):
+            status = plan.get("status") or {}
+            samples.append(
+                (
+                    time.monotonic() - started,
+                    len(status.get("inFlight") or []),
+                    (status.get("counts") or {}).get("updated", 0),
+                )
+            )
+            if status.get("phase") in ("Completed", "Failed"):
                 break
             time.sleep(0.25)
         wall = time.monotonic() - started
+        ended_at = datetime.datetime.now(datetime.UTC)
+        on_target = sum(
+            1 for n in core.list_node().items if TARGET in (n.status.node_info.os_image or "")
+        )
         process_cpu = {
             name: round(_cpu_seconds(pid) - process_cpu_before[name], 1)
             for name, pid in watched.items()
@@ -178,46 +230,219 @@ def main() -> int:
         )
         requests = _metric(metrics_port, "nodeos_kube_requests_total") - requests_before
         latency = _histogram_quantiles(metrics_port, "nodeos_transition_latency_seconds")
-        print(
-            json.dumps(
-                {
-                    "nodes": total,
-                    "maxUnavailable": args.max_unavailable,
-                    "phase": phase,
-                    "wall_s": round(wall, 1),
-                    "simulated_node_time_s (reboot)": args.reboot_seconds,
-                    "sum_of_node_times_s": round(args.reboot_seconds * total, 1),
-                    "ideal_s (batches x node time)": round(ideal, 1),
-                    "measured_mean_node_time_s (cordon->done)": round(mean_node, 2),
-                    "overhead_ratio (wall / ideal)": round(wall / ideal, 3),
-                    "transition_latency_s": latency,
-                    "kube_requests_per_node": round(requests / total, 1),
-                    "operator_peak_rss_mib": peak_rss,
-                    "operator_cpu_s": round(_cpu_seconds(op.pid) - cpu_before, 1),
-                    "operator_cpu_ms_per_node": round(
-                        1000 * (_cpu_seconds(op.pid) - cpu_before) / total, 1
-                    ),
-                    # CPU-seconds of each process during the rollout, and its share of the
-                    # machine (wall time x cores): who the bottleneck is
-                    "cpu_s_by_process": process_cpu,
-                    "machine_share_by_process_pct": {
-                        name: round(100 * seconds / machine_cpu_s, 1)
-                        for name, seconds in process_cpu.items()
-                    },
-                },
-                indent=2,
-            )
+        time.sleep(2)  # the API server writes its audit log in batches
+        audit, timeline = _audit_figures(sandbox.audit_log, started_at, ended_at, total)
+        figures = {
+            "nodes": total,
+            "pods_per_worker": args.pods_per_worker,
+            "nodes_on_target": on_target,
+            "maxUnavailable": args.max_unavailable,
+            "phase": phase,
+            "wall_s": round(wall, 1),
+            "simulated_node_time_s (reboot)": args.reboot_seconds,
+            "sum_of_node_times_s": round(args.reboot_seconds * total, 1),
+            "ideal_s (batches x node time)": round(ideal, 1),
+            "measured_mean_node_time_s (cordon->done)": round(mean_node, 2),
+            "overhead_ratio (wall / ideal)": round(wall / ideal, 3),
+            "transition_latency_s": latency,
+            "engine_requests_per_node": round(requests / total, 1),
+            "operator_requests (audit log)": audit,
+            "operator_peak_rss_mib": peak_rss,
+            "operator_cpu_s": round(_cpu_seconds(op.pid) - cpu_before, 1),
+            "operator_cpu_ms_per_node": round(
+                1000 * (_cpu_seconds(op.pid) - cpu_before) / total, 1
+            ),
+            # CPU-seconds of each process during the rollout, and its share of the
+            # machine (wall time x cores): who the bottleneck is
+            "cpu_s_by_process": process_cpu,
+            "machine_share_by_process_pct": {
+                name: round(100 * seconds / machine_cpu_s, 1)
+                for name, seconds in process_cpu.items()
+            },
+        }
+        print(json.dumps(figures, indent=2))
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = args.out / f"rollout-{total}-{started_at:%Y%m%dT%H%M%SZ}"
+        stem.with_suffix(".json").write_text(
+            json.dumps({**figures, "samples": samples, "phases": timeline}, indent=1)
         )
+        stem.with_suffix(".svg").write_text(_plot(samples, timeline, wall, total))
+        print(f"written: {stem}.json, {stem}.svg")
         if profiler is not None and profiler.process is not None:
             profiler.process.send_signal(signal.SIGINT)  # py-spy writes what it sampled
             profiler.process.wait(timeout=60)
             print(_profile_summary(args.profile))
-        return 0 if phase == "Completed" else 1
+        return 0 if phase == "Completed" and on_target == total else 1
     finally:
         for child in reversed(children):
             processes.stop(child)
         sandbox.stop()
         cluster.remove_workdir(workdir)
+
+
+def _operator_kubeconfig(api: client.ApiClient, admin: Path, workdir: Path) -> Path:
+    """A kubeconfig for the operator's own ServiceAccount (cluster-admin: we count, not check)."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": ACCOUNT}})
+    client.RbacAuthorizationV1Api(api).create_cluster_role_binding(
+        {
+            "metadata": {"name": ACCOUNT},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "cluster-admin",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": NAMESPACE}],
+        }
+    )
+    token = core.create_namespaced_service_account_token(
+        ACCOUNT, NAMESPACE, {"spec": {"expirationSeconds": 24 * 3600}}
+    ).status.token
+    document = yaml.safe_load(admin.read_text())
+    document["users"] = [{"name": ACCOUNT, "user": {"token": token}}]
+    document["contexts"][0]["context"]["user"] = ACCOUNT
+    path = workdir / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def _deploy_workload(api: client.ApiClient, replicas: int) -> None:
+    """``replicas`` pods over the workers behind a PDB, and waits until they are Ready."""
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "bench"}})
+    labels = {"app": "bench"}
+    client.AppsV1Api(api).create_namespaced_deployment(
+        "bench",
+        {
+            "metadata": {"name": "bench"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeSelector": {"type": "kwok"},  # (control planes are tainted)
+                        "tolerations": [kwok.FAKE_NODE_TOLERATION],
+                        "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+                    },
+                },
+            },
+        },
+    )
+    client.PolicyV1Api(api).create_namespaced_pod_disruption_budget(
+        "bench",
+        {
+            "metadata": {"name": "bench"},
+            "spec": {"maxUnavailable": "10%", "selector": {"matchLabels": labels}},
+        },
+    )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod("bench").items
+        ready = sum(
+            1
+            for pod in pods
+            if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        )
+        print(f"[bench] workload: {ready}/{replicas} pods ready", flush=True)
+        if ready >= replicas:
+            return
+        time.sleep(5)
+    raise TimeoutError(f"the workload's {replicas} pods did not become Ready in 10 minutes")
+
+
+def _audit_figures(
+    log: Path, start: datetime.datetime, end: datetime.datetime, nodes: int
+) -> tuple[dict[str, Any], dict[str, list[tuple[float, str]]]]:
+    """The operator's requests during the rollout, and each node's phases as it wrote them."""
+    by_kind: Counter[str] = Counter()
+    by_agent: Counter[str] = Counter()
+    written = largest = total = 0
+    timeline: dict[str, list[tuple[float, str]]] = {}
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("user", {}).get("username") != USER:
+            continue
+        at = datetime.datetime.fromisoformat(entry["requestReceivedTimestamp"])
+        if not start <= at <= end:
+            continue
+        total += 1
+        ref = entry.get("objectRef") or {}
+        resource = ref.get("resource", "?") + (
+            "/" + ref["subresource"] if ref.get("subresource") else ""
+        )
+        by_kind[f"{entry['verb']} {resource}"] += 1
+        by_agent[entry.get("userAgent", "?").split("/")[0]] += 1
+        body = entry.get("requestObject")
+        if body is not None:
+            size = len(json.dumps(body, separators=(",", ":")))
+            written += size
+            largest = max(largest, size)
+            annotations = (body.get("metadata") or {}).get("annotations") or {}
+            for key, value in annotations.items():
+                if key.endswith(SUFFIX) and value:
+                    phase = json.loads(value).get("phase", "?")
+                    seconds = (at - start).total_seconds()
+                    timeline.setdefault(ref.get("name", "?"), []).append((seconds, phase))
+    figures = {
+        "requests": total,
+        "requests_per_node": round(total / nodes, 1),
+        "bytes_written_per_node": round(written / nodes),
+        "largest_write_bytes": largest,
+        "by_verb_and_resource": dict(by_kind.most_common()),
+        "by_client": dict(by_agent.most_common()),
+        "note": "watches still open at the end are not counted (a handful)",
+    }
+    return figures, timeline
+
+
+_COLOURS = {
+    "Cordoning": "#f0ad4e",
+    "Draining": "#d9534f",
+    "Upgrading": "#5bc0de",
+    "Rebooting": "#337ab7",
+    "Verifying": "#9b59b6",
+    "Uncordoning": "#8e9e3b",
+    "Done": "#5cb85c",
+}
+
+
+def _plot(
+    samples: list[tuple[float, int, int]],
+    timeline: dict[str, list[tuple[float, str]]],
+    wall: float,
+    total: int,
+) -> str:
+    """An SVG: nodes in flight and done over time (top), and each node's phases (bottom)."""
+    width, top_h, row_h = 900.0, 200.0, max(0.2, min(6.0, 600.0 / max(1, len(timeline))))
+    height = top_h + 40 + row_h * len(timeline) + 20
+    x = lambda seconds: 50 + (width - 60) * seconds / max(wall, 1e-9)  # noqa: E731
+    peak = max([1, *(s[1] for s in samples)])
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<text x="50" y="14">in flight (red, peak {peak}) and done (green, of {total}) over '
+        f"{wall:.0f} s</text>",
+    ]
+    for series, colour, scale in ((1, "#d9534f", peak), (2, "#5cb85c", total)):
+        points = " ".join(
+            f"{x(s[0]):.1f},{top_h - (top_h - 30) * s[series] / max(scale, 1):.1f}" for s in samples
+        )
+        parts.append(f'<polyline fill="none" stroke="{colour}" points="{points}"/>')
+    parts.append(f'<text x="50" y="{top_h + 30:.0f}">each node\'s phases, by first write</text>')
+    for row, (name, phases) in enumerate(sorted(timeline.items(), key=lambda kv: kv[1][0][0])):
+        y = top_h + 40 + row * row_h
+        for (at, phase), following in zip(phases, [*phases[1:], (wall, "")], strict=True):
+            if phase == "Done":
+                continue
+            span = max(0.5, x(following[0]) - x(at))
+            parts.append(
+                f'<rect x="{x(at):.1f}" y="{y:.1f}" width="{span:.1f}" '
+                f'height="{row_h:.1f}" fill="{_COLOURS.get(phase, "#999")}"><title>{name} '
+                f"{phase}</title></rect>"
+            )
+    parts.append("</svg>")
+    return "\n".join(parts)
 
 
 def _profile_summary(path: Path, top: int = 15) -> str:

@@ -1,4 +1,4 @@
-"""What people see: a rollout told by the operator's log alone, and no metric outliving its plan."""
+"""What people see: a rollout told by its log, no metric outliving its plan, Events counted."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from helpers.e2e import wait_for
 from helpers.rollout_env import Env
+from nodeos.adapters.kube import KubeClient
 from nodeos.core.records import annotation_key
 
 pytestmark = pytest.mark.sandbox
@@ -78,3 +80,17 @@ def test_a_deleted_plan_takes_its_metric_series_and_its_node_records_with_it(
         lambda: not any(key in (n.metadata.annotations or {}) for n in env.core.list_node().items),
         30,
     )
+
+
+async def test_an_event_that_repeats_counts_on_the_first_instead_of_piling_up(
+    kube: client.ApiClient,
+) -> None:
+    recorder = KubeClient(kube)
+    for _ in range(3):
+        await recorder.event("Node", "repeat-node", "uid-repeat", "v1", "Probe", "same thing")
+    await recorder.event("Node", "repeat-node", "uid-repeat", "v1", "Probe", "something else")
+    listed = client.CoreV1Api(kube).list_namespaced_event(
+        "default", field_selector="involvedObject.name=repeat-node"
+    )
+    counts = sorted((e.message, e.count) for e in listed.items)
+    assert counts == [("same thing", 3), ("something else", 1)], counts

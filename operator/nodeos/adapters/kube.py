@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import datetime
 import json
+import time
 from typing import Any
 
 from kubernetes import client
@@ -40,6 +42,8 @@ from nodeos.ports.kube import (
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
 REQUESTS = Counter("nodeos_kube_requests_total", "Kubernetes API requests made by the engine")
 EVENT_NAMESPACE = "default"
+_SERIES_S = 600.0  # a repeated Event within this long counts on the first one
+_SERIES_KEPT = 4096  # Events remembered for that
 # A list of objects' metadata only: at 5,000 Nodes, a fraction of the full objects' bytes
 _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
@@ -53,6 +57,10 @@ class KubeClient:
         self.custom = client.CustomObjectsApi(api)
         self.component = component
         self._resources: dict[tuple[str, str], tuple[str, bool]] = {}
+        # The Events posted lately: (name, count, first posted) by what they said
+        self._series: collections.OrderedDict[
+            tuple[str, str, str, str, str, bool], tuple[str, int, float]
+        ] = collections.OrderedDict()
 
     async def _run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         FENCE.check()
@@ -212,8 +220,27 @@ class KubeClient:
         message: str,
         warning: bool = False,
     ) -> None:
-        """Creates a core/v1 Event (in ``default``, as for other cluster-scoped objects)."""
+        """Creates a core/v1 Event (in ``default``, as for other cluster-scoped objects).
+
+        The same Event again (object, reason, message, type) within ``_SERIES_S`` raises the
+        first one's ``count`` and ``lastTimestamp`` instead, as kubectl describe shows it.
+        """
         now = datetime.datetime.now(datetime.UTC)
+        key = (kind, name, uid, reason, message[:1024], warning)
+        seen = self._series.get(key)
+        if seen is not None and time.monotonic() - seen[2] < _SERIES_S:
+            event_name, count, first = seen
+            patch = {"count": count + 1, "lastTimestamp": now}
+            with contextlib.suppress(KubeApiError, ConflictError):  # best effort
+                try:
+                    await self._run(
+                        self.core.patch_namespaced_event, event_name, EVENT_NAMESPACE, patch
+                    )
+                    self._series[key] = (event_name, count + 1, first)
+                    self._series.move_to_end(key)
+                    return
+                except NotFoundError:
+                    pass  # expired or deleted: post a new one
         body = {
             "metadata": {"generateName": f"{name}.", "namespace": EVENT_NAMESPACE},
             "involvedObject": {"kind": kind, "name": name, "uid": uid, "apiVersion": api_version},
@@ -226,7 +253,10 @@ class KubeClient:
             "count": 1,
         }
         with contextlib.suppress(KubeApiError, ConflictError, NotFoundError):  # best effort
-            await self._run(self.core.create_namespaced_event, EVENT_NAMESPACE, body)
+            created = await self._run(self.core.create_namespaced_event, EVENT_NAMESPACE, body)
+            self._series[key] = (str(created.metadata.name), 1, time.monotonic())
+            while len(self._series) > _SERIES_KEPT:
+                self._series.popitem(last=False)
 
     async def label_node(
         self,

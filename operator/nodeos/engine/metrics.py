@@ -31,6 +31,11 @@ DRAIN_SECONDS = Histogram(
     ["plan"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800),
 )
+EVENTS_SUPPRESSED = Counter(
+    "nodeos_events_suppressed_total",
+    "Routine node Events not posted on the plan once its budget was spent (still on the Node)",
+    ["plan"],
+)
 NODE_FAILURES = Counter(
     "nodeos_node_failures_total",
     "Nodes that ended an attempt Failed or RolledBack, by reason",

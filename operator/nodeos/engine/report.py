@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from nodeos.core import planner
 from nodeos.core.summary import plan_phase, set_condition
@@ -115,9 +115,18 @@ def _eta(
 
 
 async def announce(
-    kube: KubeApi, plan: str, uid: str, node_uid: str, before: NodeProgress, after: NodeProgress
+    kube: KubeApi,
+    plan: str,
+    uid: str,
+    node_uid: str,
+    before: NodeProgress,
+    after: NodeProgress,
+    on_plan: Callable[[bool], bool] = lambda warning: True,
 ) -> None:
-    """One Event on the plan and one on the Node for a phase change; a lost Event is logged."""
+    """An Event on the Node for a phase change, and one on the plan if ``on_plan(warning)``.
+
+    ``on_plan`` is the plan's Event budget (``core.events``); a lost Event is logged.
+    """
     text = f"{after.name}: {before.phase} -> {after.phase}"
     if after.message:
         text += f" ({after.message})"
@@ -131,7 +140,8 @@ async def announce(
     fields = {"plan": plan, "node": after.name, "phase": after.phase, "reason": after.reason}
     log.log(level, "%s -> %s%s", before.phase, after.phase, _detail(after), extra=fields)
     try:
-        await kube.event("UpgradePlan", plan, uid, "nodeos.dev/v1alpha1", reason, text, warning)
+        if on_plan(warning):
+            await kube.event("UpgradePlan", plan, uid, "nodeos.dev/v1alpha1", reason, text, warning)
         await kube.event("Node", after.name, node_uid, "v1", reason, text, warning)
     except KubeApiError as error:
         log.warning("%s: could not record an Event for %s: %s", plan, after.name, error)

@@ -23,6 +23,7 @@ from typing import Any
 
 from nodeos.core import planner
 from nodeos.core import statemachine as sm
+from nodeos.core.events import EventBudget
 from nodeos.core.nodes import NodeView, matches
 from nodeos.engine import metrics, plan_edits
 from nodeos.engine.actions import NodeContext, perform
@@ -116,6 +117,7 @@ class PlanRollout:
         self._stopping = False
         self.finished = asyncio.Event()
         self.reader = PlanReader(body)
+        self._event_budget = EventBudget()
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -482,7 +484,9 @@ class PlanRollout:
     async def _announce(self, before: NodeProgress, after: NodeProgress) -> None:
         node = self.nodes().get(after.name)
         node_uid = node.uid if node is not None else ""
-        await announce(self.deps.kube, self.name, self.uid, node_uid, before, after)
+        await announce(
+            self.deps.kube, self.name, self.uid, node_uid, before, after, self._plan_may_post
+        )
         if after.phase == "Done" and before.started_at is not None:
             seconds = (self.deps.clock() - before.started_at).total_seconds()
             self._durations.append(seconds)
@@ -490,6 +494,13 @@ class PlanRollout:
         if before.phase == "Draining" and before.since is not None:
             drained = (self.deps.clock() - before.since).total_seconds()
             metrics.series(metrics.DRAIN_SECONDS, self.owner, self.name).observe(drained)
+
+    def _plan_may_post(self, warning: bool) -> bool:
+        """Warnings always; routine node Events while the plan's budget lasts (core.events)."""
+        if warning or self._event_budget.spend(time.monotonic()):
+            return True
+        metrics.series(metrics.EVENTS_SUPPRESSED, self.owner, self.name).inc()
+        return False
 
     # -- plan-level policy -----------------------------------------------------------------------
 

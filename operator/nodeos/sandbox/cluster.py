@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import yaml
 
@@ -56,8 +57,16 @@ class Sandbox:
         *,
         die_with_parent: bool = True,
         with_kwok: bool = True,
+        audit_policy: dict[str, Any] | None = None,
     ) -> None:
+        """A sandbox in ``workdir``, stopped until ``start``.
+
+        ``audit_policy``: an audit.k8s.io/v1 Policy; the API server then writes its audit log
+        (JSON lines) to ``audit_log``.
+        """
         self.workdir = workdir
+        self.audit_policy = audit_policy
+        self.audit_log = workdir / "logs" / "audit.log"
         self.binaries = binaries
         self.die_with_parent = die_with_parent
         self.with_kwok = with_kwok
@@ -187,10 +196,24 @@ class Sandbox:
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--v=1",
+                *self._audit_args(),
             ],
         )
         self._write_kubeconfig()
         self._wait_until("kube-apiserver", deadline, self._apiserver_ready)
+
+    def _audit_args(self) -> list[str]:
+        if self.audit_policy is None:
+            return []
+        policy = self.workdir / "audit-policy.json"
+        policy.write_text(json.dumps(self.audit_policy))
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",
+        ]
 
     def _start_controllers(self) -> None:
         kubeconfig = str(self.kubeconfig)
