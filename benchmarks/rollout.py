@@ -378,7 +378,8 @@ def _audit_figures(
             size = len(json.dumps(body, separators=(",", ":")))
             written += size
             largest = max(largest, size)
-            annotations = (body.get("metadata") or {}).get("annotations") or {}
+            metadata = body.get("metadata") if isinstance(body, dict) else None
+            annotations = (metadata or {}).get("annotations") or {}
             for key, value in annotations.items():
                 if key.endswith(SUFFIX) and value:
                     phase = json.loads(value).get("phase", "?")
