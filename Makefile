@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e bench faults chaos binaries generate venv clean-venv image lock \
-	image-tools
+.PHONY: demo test lint unit e2e bench faults chaos scale binaries generate venv clean-venv image \
+	lock image-tools
 SEEDS ?= 1000
 START ?= 0
 IMAGE ?= localhost/nodeos:0.1.0
@@ -41,6 +41,9 @@ bench: $(STAMP) binaries ## rollout benchmark (run by hand): overhead, latency, 
 
 faults: $(STAMP) ## fault campaign over the engine simulation (run by hand): SEEDS=1000 START=0
 	PYTHONHASHSEED=0 PYTHONPATH=operator:tests $(BIN)/python -m sim.campaign --seeds $(SEEDS) --start $(START)
+
+scale: $(STAMP) binaries ## the 200-node rollout with a workload under the invariant monitor (by hand)
+	NODEOS_SCALE=1 $(BIN)/pytest -p no:cacheprovider tests/e2e/test_scale.py -q
 
 chaos: $(STAMP) binaries ## chaos on the real sandbox (run by hand): seeds 1..SEEDS
 	NODEOS_CHAOS_SEEDS=$$(seq -s, 1 $(SEEDS)) $(BIN)/pytest -p no:cacheprovider tests/e2e/test_chaos.py -q

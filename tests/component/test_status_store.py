@@ -8,7 +8,7 @@ import pytest
 
 from helpers.fakes import FakeKube, FakeNode
 from nodeos.core.records import annotation_key, encode
-from nodeos.engine.status import Draft, Mutation, StatusStore
+from nodeos.engine.status import Draft, StatusStore
 from nodeos.models.upgradeplan import NodeProgress
 from nodeos.ports.kube import KubeApiError
 
@@ -158,24 +158,3 @@ async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write(
     kube.annotate_node = stores  # type: ignore[method-assign]
     status = await store.commit(lambda draft: None)
     assert status.nodes[0].phase == "Draining", "the next write starts from what the Node has"
-
-
-async def test_a_drain_progress_message_alone_waits_for_the_next_write() -> None:
-    kube = with_nodes("a")
-    store = StatusStore(kube, "p")
-    await store.load()
-
-    def to(phase: str, message: str) -> Mutation:
-        def mutate(draft: Draft) -> None:
-            draft.nodes["a"] = NodeProgress(name="a", phase=phase, message=message)  # type: ignore[arg-type]
-
-        return mutate
-
-    await store.commit(to("Draining", "3 pod(s) left"))
-    writes = store.record_writes
-    status = await store.commit(to("Draining", "2 pod(s) left"))
-    assert store.record_writes == writes, "a message alone is not written at once"
-    assert status.nodes[0].message == "2 pod(s) left", "memory has it"
-    assert kube.records()["a"]["message"] == "3 pod(s) left"
-    await store.commit(to("Upgrading", "installing"))
-    assert kube.records()["a"] == {"name": "a", "phase": "Upgrading", "message": "installing"}

@@ -4,11 +4,18 @@ Asserts correctness (the invariant monitor, every node on the target, one upgrad
 cordon left) and the shape of the state: the plan object stays small, each node carries its own
 record, and the plan's routine Events are bounded. It prints its figures; timings are not
 asserted (the benchmark measures those).
+
+``make scale`` runs it; ``make test`` skips it. It costs about 2.5 minutes, which the 2-core
+20-minute budget of ``make test`` does not have, and its invariant monitor can fall behind: the
+monitor stamps watch events when they arrive and allows 1 s of delivery lag, and in one CI run
+the burst of the first batch (20 nodes cordoned, 40 pods moved, a record write per phase) put
+a cordon's event more than 1 s behind the simulator's journal ("install ... not cordoned").
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -17,7 +24,12 @@ import pytest
 from helpers.rollout_env import NEW, Env, assert_clean_finish, monitor, workload
 from nodeos.core import events
 
-pytestmark = pytest.mark.sandbox
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(
+        not os.environ.get("NODEOS_SCALE"), reason="make scale runs it (make test's budget)"
+    ),
+]
 
 CONTROL_PLANES, WORKERS, PODS_PER_WORKER, MAX_UNAVAILABLE = 3, 197, 2, 20
 

@@ -5,8 +5,7 @@ The engine is the only writer, so it works on its own copy; every change goes th
 status (phase, counts, conditions, the in-flight ledger; nothing that grows with the fleet) is
 patched with the last resourceVersion, and on a conflict (someone edited the plan) re-read and
 the changes re-applied. Each node's record is written to its own Node (``core.records``), and
-only when it changed, so a transition costs one small write whatever the fleet's size; a
-change of the message alone (a drain's progress) waits up to 30 s for the next write.
+only when it changed, so a transition costs one small write whatever the fleet's size.
 
 Order: the status first, then the records. A slot is in the ledger before its node's record
 says the node was claimed, and the worker starts only once both are stored.
@@ -26,7 +25,6 @@ from nodeos.ports.kube import ConflictError, KubeApi, NotFoundError
 Mutation = Callable[["Draft"], None]
 _MAX_CONFLICTS = 10
 _PARALLEL_RECORD_WRITES = 16
-_MESSAGE_EVERY_S = 30.0
 
 
 class Draft:
@@ -65,7 +63,6 @@ class StatusStore:
         # Records whose last write failed: it may have landed all the same (a lost reply), so
         # the next write reads them back first
         self._unsure: set[str] = set()
-        self._written_at: dict[str, float] = {}  # when each record was last written (loop time)
         self._lock = asyncio.Lock()
         self._pending: list[tuple[Mutation, asyncio.Future[UpgradePlanStatus]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -141,15 +138,6 @@ class StatusStore:
                     if not done.done():
                         done.set_result(status)
 
-    def _message_can_wait(self, name: str, record: NodeProgress, now: float) -> bool:
-        """A change of the message alone (drain progress) is written at most every 30 s."""
-        stored = self._stored.get(name)
-        if stored is None or now - self._written_at.get(name, -1e9) >= _MESSAGE_EVERY_S:
-            return False
-        return stored.model_copy(update={"message": None}) == record.model_copy(
-            update={"message": None}
-        )
-
     async def _reread_unsure(self) -> None:
         """Replaces the records whose write failed with what their Nodes carry now."""
         found = await self.kube.nodes_annotated(self._key)
@@ -197,11 +185,8 @@ class StatusStore:
         A record whose write failed keeps its stored value in memory, and the first error is
         raised once the others are written.
         """
-        now = asyncio.get_running_loop().time()  # (the simulation's virtual clock there)
         changes: dict[str, NodeProgress | None] = {
-            name: record
-            for name, record in wanted.items()
-            if self._stored.get(name) != record and not self._message_can_wait(name, record, now)
+            name: record for name, record in wanted.items() if self._stored.get(name) != record
         }
         changes |= {name: None for name in self._stored if name not in wanted}
         if not changes:
@@ -210,7 +195,6 @@ class StatusStore:
 
         async def write(name: str, record: NodeProgress | None) -> None:
             value = None if record is None else records.encode(record, self.uid)
-            self._written_at[name] = now
             async with gate:
                 # a Node that is gone keeps its record only in memory
                 with contextlib.suppress(NotFoundError):
