@@ -121,7 +121,11 @@ def main() -> int:
             time.sleep(0.2)
         core = client.CoreV1Api(api)
         total = args.control_planes + args.workers
-        while sum(1 for n in core.list_node().items if _ready(n)) < total:
+        last_shown = 0.0
+        while (ready := sum(1 for n in core.list_node().items if _ready(n))) < total:
+            if time.monotonic() - last_shown >= 5:
+                print(f"[bench] simulated nodes ready: {ready}/{total}", flush=True)
+                last_shown = time.monotonic()
             time.sleep(0.5)
         if args.pods_per_worker:
             _deploy_workload(api, args.workers * args.pods_per_worker)
@@ -195,6 +199,7 @@ def main() -> int:
             },
         )
         peak_rss = 0
+        last_shown = 0.0
         samples: list[tuple[float, int, int]] = []  # (seconds, in flight, updated)
         while True:
             peak_rss = max(peak_rss, _rss_mib(op.pid))
@@ -211,6 +216,14 @@ def main() -> int:
             )
             if status.get("phase") in ("Completed", "Failed"):
                 break
+            if samples[-1][0] - last_shown >= 5:
+                last_shown = samples[-1][0]
+                print(
+                    f"[bench] {last_shown:6.1f} s: {samples[-1][2]}/{total} updated, "
+                    f"{samples[-1][1]} in flight, operator CPU "
+                    f"{_cpu_seconds(op.pid) - cpu_before:.1f} s, RSS {peak_rss} MiB",
+                    flush=True,
+                )
             time.sleep(0.25)
         wall = time.monotonic() - started
         ended_at = datetime.datetime.now(datetime.UTC)

@@ -85,17 +85,15 @@ def test_a_nodeosconfig_refreshes_only_for_what_its_inventory_reads() -> None:
     assert not config.cares_about(view("a"), labelled), "its own label, written by itself"
 
 
-def test_the_engines_node_dict_is_rebuilt_only_when_a_view_changed() -> None:
+def test_the_engines_node_dict_is_built_once_and_then_kept_current_view_by_view() -> None:
     memo = kopf.Memo(rollouts={}, node_snapshots=NodeSnapshots())
     index: dict[str, list[NodeView]] = {"n1": [view("a")]}
     nodes = node_snapshots(memo, index)  # type: ignore[arg-type]  # kopf.Index is a Mapping
     first = nodes()
     assert dict(first) == {"n1": view("a")}
-    send(memo, node("a"), None)
-    index["n1"] = [view("a", extra="heartbeat")]  # what kopf's index holds now
-    rebuilt = nodes()
-    assert rebuilt is not first and rebuilt["n1"] == view("a", extra="heartbeat")
     send(memo, node("a", heartbeat="t1"))  # a heartbeat: the same view
-    assert nodes() is rebuilt, "no copy of the whole index for a heartbeat"
     send(memo, node("a", ready=False))
-    assert nodes() is not rebuilt
+    assert nodes() is first, "no copy of the whole index for a change"
+    assert not first["n1"].ready, "the changed view is in it"
+    send(memo, node("a", ready=False), "DELETED")
+    assert "n1" not in nodes()

@@ -71,6 +71,8 @@ async def test_engine_rolls_every_node_once_within_the_budget() -> None:
     assert kube.max_cordoned <= 2
     assert kube.plan["status"]["counts"]["updated"] == 5
     assert "UpgradePlan/p: NodeDone" in kube.events
+    assert "Node/w-0: NodeRebooting" in kube.events
+    assert not any("NodeDraining" in event for event in kube.events), "only milestones are posted"
 
 
 async def test_a_worker_that_fails_unexpectedly_is_resumed(caplog: Any) -> None:

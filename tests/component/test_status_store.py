@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from helpers.fakes import FakeKube, FakeNode
 from nodeos.core.records import annotation_key, encode
+from nodeos.engine import status as status_module
 from nodeos.engine.status import Draft, StatusStore
 from nodeos.models.upgradeplan import NodeProgress
 from nodeos.ports.kube import KubeApiError
@@ -158,3 +160,57 @@ async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write(
     kube.annotate_node = stores  # type: ignore[method-assign]
     status = await store.commit(lambda draft: None)
     assert status.nodes[0].phase == "Draining", "the next write starts from what the Node has"
+
+
+def move(name: str, before: str, after: str):  # type: ignore[no-untyped-def]
+    def mutate(draft: Draft) -> None:
+        if draft.nodes[name].phase == before:
+            draft.nodes[name] = NodeProgress(name=name, phase=after)
+
+    return mutate
+
+
+async def test_a_staged_change_is_seen_at_once_and_written_with_the_next_change() -> None:
+    kube = with_nodes("a")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
+    writes = store.record_writes
+    store.stage(move("a", "Cordoning", "Verifying"), NodeProgress(name="a", phase="Verifying"))
+    staged = store.staged("a")
+    assert staged is not None and staged.phase == "Verifying", "seen at once"
+    assert kube.records()["a"]["phase"] == "Cordoning", "not written yet"
+    await store.commit(move("a", "Verifying", "Done"))  # applies only after the staged one
+    assert kube.records()["a"]["phase"] == "Done"
+    assert store.record_writes == writes + 1, "the staged change cost no write of its own"
+    assert store.staged("a") is None
+
+
+async def test_a_staged_change_alone_is_written_within_the_deferral(monkeypatch: Any) -> None:
+    monkeypatch.setattr(status_module, "DEFER_S", 0.05)
+    kube = with_nodes("a")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
+    store.stage(move("a", "Cordoning", "Verifying"), NodeProgress(name="a", phase="Verifying"))
+    for _ in range(100):
+        if kube.records()["a"]["phase"] == "Verifying":
+            break
+        await asyncio.sleep(0.01)
+    assert kube.records()["a"]["phase"] == "Verifying"
+    assert store.staged("a") is None
+    await store.close()
+
+
+async def test_a_restart_forgets_what_was_staged_and_not_written() -> None:
+    kube = with_nodes("a")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
+    store.stage(move("a", "Cordoning", "Verifying"), NodeProgress(name="a", phase="Verifying"))
+    await store.load()
+    assert store.staged("a") is None
+    assert store.status.nodes[0].phase == "Cordoning"
+    await store.commit(lambda draft: None)
+    assert kube.records()["a"]["phase"] == "Cordoning", "a dropped change is not written later"
+    await store.close()

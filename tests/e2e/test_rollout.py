@@ -43,12 +43,12 @@ def test_mixed_fleet_rolls_control_plane_first_then_workers_two_at_a_time(
     last_cp_done = max(records[n]["since"] for n in CP)
     assert all(records[w]["since"] > last_cp_done for w in WORKERS)
     events = env.events("mixed")
-    assert any("worker-3: Verifying -> Uncordoning" in e for e in events)
+    assert any("worker-3: Uncordoning -> Done" in e for e in events)
     node_uid = env.node("worker-3").metadata.uid
     node_events = env.core.list_namespaced_event(
         "default", field_selector=f"involvedObject.uid={node_uid}"
     ).items
-    assert any("Verifying -> Uncordoning" in e.message for e in node_events), (
+    assert any("Uncordoning -> Done" in e.message for e in node_events), (
         "node events carry the Node's UID, so kubectl describe node shows them"
     )
     figures.append(

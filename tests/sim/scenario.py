@@ -353,6 +353,7 @@ class _Driver:
     def _wake_on_node_event(self, world: World, entry: Any) -> None:
         if entry.kind in NODE_EVENTS:
             for rollout in self.rollouts.values():
+                rollout.node_moved(entry.node)
                 rollout.wake.set()
 
     def clock(self) -> datetime.datetime:

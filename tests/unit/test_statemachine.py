@@ -352,3 +352,33 @@ def test_a_config_only_rollout_expects_the_version_the_node_had() -> None:
     )
     moved = sm.after(p, sm.Action("Verify"), sm.Result(version="v1.11.0"), ctx(), NOW)
     assert moved.reason == "BootFallback"
+
+
+def test_only_changes_a_restart_repeats_by_itself_may_be_deferred() -> None:
+    def record(phase: str, **fields: Any) -> NodeProgress:
+        return NodeProgress(name="n", phase=phase, **fields)  # type: ignore[arg-type]
+
+    assert sm.deferrable(record("Draining", message="1 pod left"), record("Draining", message="0"))
+    assert sm.deferrable(record("Rebooting", boot_id="b"), record("Verifying", boot_id="b"))
+    assert sm.deferrable(record("Verifying"), record("Uncordoning"))
+    # what was done to the node is stored before the next action
+    assert not sm.deferrable(record("Cordoning"), record("Draining", cordoned_by_us=True))
+    assert not sm.deferrable(record("Draining"), record("Upgrading"))
+    assert not sm.deferrable(record("Upgrading"), record("Rebooting"))
+    assert not sm.deferrable(record("Uncordoning"), record("Done"))
+    assert not sm.deferrable(record("Draining"), record("Draining", redrain=True))
+    assert not sm.deferrable(record("Rebooting"), record("Failed", reason="NeverReturned"))
+
+
+def test_a_refused_uncordon_of_a_failed_node_keeps_the_cordon_ours_and_says_so() -> None:
+    c = ctx(failurePolicy={"uncordonOnFailure": True})
+    failed = at("Failed", reason="InstallFailed", message="exit 1", cordoned_by_us=True)
+    assert sm.next_action(failed, c, NOW).kind == "Uncordon"
+    refused = sm.Result(ok=False, reason="KubernetesApi", message="HTTP 403: forbidden")
+    once = sm.after(failed, sm.Action("Uncordon"), refused, c, NOW)
+    assert once.cordoned_by_us is True, "the slot is not given back with our cordon on"
+    assert once.message == "exit 1; our cordon is still on, lifting it failed: HTTP 403: forbidden"
+    twice = sm.after(once, sm.Action("Uncordon"), refused, c, NOW)
+    assert twice == once, "the message does not grow"
+    lifted = sm.after(twice, sm.Action("Uncordon"), sm.Result(), c, NOW)
+    assert lifted.cordoned_by_us is False

@@ -1,8 +1,13 @@
 """``KubeClient``: the ``KubeApi`` port over the official kubernetes client.
 
-The client is synchronous; every call runs in a worker thread so the event loop never blocks.
-Guarded writes send ``metadata.resourceVersion`` with a merge patch, which the API server turns
-into a precondition (409 Conflict when the object moved on).
+The client is synchronous; every call runs in one of this client's own worker threads
+(``CONCURRENCY`` of them, with as many pooled connections), so the event loop never blocks and a
+hundred nodes in flight do not queue behind the loop's small default pool.
+The calls a rollout makes per node (Node reads and patches, pod lists, evictions, Events, the
+plan's status) go through ``_json``: plain JSON over the ApiClient's connection pool, auth and
+TLS, without the generated client's argument validation and model classes, which cost more CPU
+than the request itself. Guarded writes send ``metadata.resourceVersion`` with a merge patch,
+which the API server turns into a precondition (409 Conflict when the object moved on).
 
 Every failure leaves as one of the port's errors, decided in ``_run``: 404 ``NotFoundError``,
 409 ``ConflictError``, any other status ``KubeApiError`` with it, and no answer at all
@@ -17,11 +22,14 @@ import base64
 import collections
 import contextlib
 import datetime
+import functools
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 from urllib3.exceptions import HTTPError
@@ -44,8 +52,12 @@ REQUESTS = Counter("nodeos_kube_requests_total", "Kubernetes API requests made b
 EVENT_NAMESPACE = "default"
 _SERIES_S = 600.0  # a repeated Event within this long counts on the first one
 _SERIES_KEPT = 4096  # Events remembered for that
+CONCURRENCY = 32  # requests in flight at once (threads and pooled connections)
 # A list of objects' metadata only: at 5,000 Nodes, a fraction of the full objects' bytes
 _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+_MERGE_PATCH = "application/merge-patch+json"
+_PLANS = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+_EVENTS = f"/api/v1/namespaces/{EVENT_NAMESPACE}/events"
 
 
 class KubeClient:
@@ -56,6 +68,10 @@ class KubeClient:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.component = component
+        self._threads = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="kube")
+        if api.configuration.connection_pool_maxsize < CONCURRENCY:
+            api.configuration.connection_pool_maxsize = CONCURRENCY
+            api.rest_client = rest.RESTClientObject(api.configuration)
         self._resources: dict[tuple[str, str], tuple[str, bool]] = {}
         # The Events posted lately: (name, count, first posted) by what they said
         self._series: collections.OrderedDict[
@@ -66,7 +82,8 @@ class KubeClient:
         FENCE.check()
         REQUESTS.inc()
         try:
-            return await asyncio.to_thread(func, *args, **kwargs)
+            call = functools.partial(func, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, call)
         except ApiException as error:
             message = _message(error)
             if error.status == 404:
@@ -93,9 +110,7 @@ class KubeClient:
         """Writes the status, guarded by ``resource_version``."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
-            result = await self._run(
-                self.custom.patch_cluster_custom_object_status, GROUP, VERSION, PLURAL, name, body
-            )
+            result = await self._patch(f"{_PLANS}/{name}/status", body)
         except ConflictError:
             raise ConflictError(name) from None
         return str(result["metadata"]["resourceVersion"])
@@ -111,39 +126,37 @@ class KubeClient:
         The write is guarded by the resourceVersion read, so of two plans cordoning at once
         one wins and the other finds the winner's mark.
         """
-        current = await self._run(self.core.read_node, node)
-        annotations = current.metadata.annotations or {}
-        mark = annotations.get(CORDONED_BY_ANNOTATION)
-        if current.spec.unschedulable and mark != owner:
+        current = await self._read_node(node)
+        mark = (current["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
+        if current.get("spec", {}).get("unschedulable") and mark != owner:
             return Cordon(ours=False, holder=mark)
         body = {
             "metadata": {
                 "annotations": {CORDONED_BY_ANNOTATION: owner},
-                "resourceVersion": current.metadata.resource_version,
+                "resourceVersion": current["metadata"]["resourceVersion"],
             },
             "spec": {"unschedulable": True},
         }
         try:
-            await self._run(self.core.patch_node, node, body)
+            await self._patch(f"/api/v1/nodes/{node}", body)
         except ConflictError:
             return await self.cordon(node, owner)
         return Cordon(ours=True)
 
     async def uncordon(self, node: str, owner: str) -> bool:
         """Uncordons and unmarks, only when the mark is ``owner``'s."""
-        current = await self._run(self.core.read_node, node)
-        annotations = current.metadata.annotations or {}
-        if annotations.get(CORDONED_BY_ANNOTATION) != owner:
+        current = await self._read_node(node)
+        if (current["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION) != owner:
             return False
         body = {
             "metadata": {
                 "annotations": {CORDONED_BY_ANNOTATION: None},
-                "resourceVersion": current.metadata.resource_version,
+                "resourceVersion": current["metadata"]["resourceVersion"],
             },
             "spec": {"unschedulable": None},
         }
         try:
-            await self._run(self.core.patch_node, node, body)
+            await self._patch(f"/api/v1/nodes/{node}", body)
         except ConflictError:
             return await self.uncordon(node, owner)
         return True
@@ -159,27 +172,26 @@ class KubeClient:
 
     async def node_health(self, node: str) -> NodeHealth:
         """The Ready condition and the kubelet's boot ID, fresh from the API."""
-        current = await self._run(self.core.read_node, node)
-        status = current.status
-        ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
-        boot_id = str(status.node_info.boot_id or "") if status.node_info else ""
+        status = (await self._read_node(node)).get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        boot_id = str((status.get("nodeInfo") or {}).get("bootID") or "")
         return NodeHealth(ready=ready, boot_id=boot_id)
 
     async def pods_on(self, node: str) -> list[PodView]:
         """Every pod bound to ``node``."""
         pods = await self._run(
-            self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}"
+            self._json, "GET", "/api/v1/pods", {"fieldSelector": f"spec.nodeName={node}"}
         )
-        return [_pod_view(pod) for pod in pods.items]
+        return [_pod_view(pod) for pod in pods.get("items") or []]
 
     async def binds_pending(self) -> bool:
         """Lists at most one pending pod without a node."""
-        pods = await self._run(
-            self.core.list_pod_for_all_namespaces,
-            field_selector="spec.nodeName=,status.phase=Pending",
-            limit=1,
-        )
-        return bool(pods.items)
+        query = {"fieldSelector": "spec.nodeName=,status.phase=Pending", "limit": "1"}
+        pods = await self._run(self._json, "GET", "/api/v1/pods", query)
+        return bool(pods.get("items"))
 
     async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:
         """POSTs an Eviction."""
@@ -191,7 +203,8 @@ class KubeClient:
         if grace_seconds is not None:
             body["deleteOptions"] = {"gracePeriodSeconds": grace_seconds}
         try:
-            await self._run(self.core.create_namespaced_pod_eviction, pod.name, pod.namespace, body)
+            path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/eviction"
+            await self._run(self._json, "POST", path, None, body)
         except NotFoundError:
             return EvictionOutcome(Eviction.GONE)
         except KubeApiError as error:
@@ -233,9 +246,7 @@ class KubeClient:
             patch = {"count": count + 1, "lastTimestamp": now}
             with contextlib.suppress(KubeApiError, ConflictError):  # best effort
                 try:
-                    await self._run(
-                        self.core.patch_namespaced_event, event_name, EVENT_NAMESPACE, patch
-                    )
+                    await self._patch(f"{_EVENTS}/{event_name}", patch)
                     self._series[key] = (event_name, count + 1, first)
                     self._series.move_to_end(key)
                     return
@@ -253,8 +264,8 @@ class KubeClient:
             "count": 1,
         }
         with contextlib.suppress(KubeApiError, ConflictError, NotFoundError):  # best effort
-            created = await self._run(self.core.create_namespaced_event, EVENT_NAMESPACE, body)
-            self._series[key] = (str(created.metadata.name), 1, time.monotonic())
+            created = await self._run(self._json, "POST", _EVENTS, None, body)
+            self._series[key] = (str(created["metadata"]["name"]), 1, time.monotonic())
             while len(self._series) > _SERIES_KEPT:
                 self._series.popitem(last=False)
 
@@ -268,15 +279,15 @@ class KubeClient:
         metadata: dict[str, Any] = {"labels": labels}
         if annotations:
             metadata["annotations"] = annotations
-        await self._run(self.core.patch_node, node, {"metadata": metadata})
+        await self._patch(f"/api/v1/nodes/{node}", {"metadata": metadata})
 
     async def annotate_node(self, node: str, key: str, value: str | None) -> None:
         """Merge-patches one annotation (the Lease fences this writer; no other writes the key)."""
-        await self._run(self.core.patch_node, node, {"metadata": {"annotations": {key: value}}})
+        await self._patch(f"/api/v1/nodes/{node}", {"metadata": {"annotations": {key: value}}})
 
     async def nodes_annotated(self, key: str) -> dict[str, str]:
         """Lists the Nodes' metadata only (no status) and keeps those carrying ``key``."""
-        listed = await self._run(self._get_json, "/api/v1/nodes", None, _METADATA_ONLY)
+        listed = await self._run(self._json, "GET", "/api/v1/nodes", None, None, _METADATA_ONLY)
         found = {}
         for item in listed.get("items") or []:
             value = (item["metadata"].get("annotations") or {}).get(key)
@@ -342,11 +353,11 @@ class KubeClient:
             raise KubeApiError(400, f"{kind} is namespaced: the check must name its namespace")
         if name:
             try:
-                return [await self._run(self._get_json, f"{base}/{plural}/{name}", None)]
+                return [await self._run(self._json, "GET", f"{base}/{plural}/{name}")]
             except NotFoundError:
                 return []
         query = {"labelSelector": label_selector} if label_selector else None
-        listed = await self._run(self._get_json, f"{base}/{plural}", query)
+        listed = await self._run(self._json, "GET", f"{base}/{plural}", query)
         return [{"apiVersion": api_version, "kind": kind, **item} for item in listed["items"]]
 
     async def _resource(self, api_version: str, kind: str) -> tuple[str, bool]:
@@ -356,7 +367,7 @@ class KubeClient:
             return cached
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         try:
-            listing = await self._run(self._get_json, path, None)
+            listing = await self._run(self._json, "GET", path)
         except NotFoundError:
             raise KubeApiError(404, f"the API server serves no {api_version}") from None
         for resource in listing.get("resources", []):
@@ -366,37 +377,57 @@ class KubeClient:
                 return found
         raise KubeApiError(404, f"the API server serves no kind {kind} in {api_version}")
 
-    def _get_json(
-        self, path: str, query: dict[str, str] | None, accept: str = "application/json"
+    async def _read_node(self, node: str) -> dict[str, Any]:
+        found: dict[str, Any] = await self._run(self._json, "GET", f"/api/v1/nodes/{node}")
+        return found
+
+    async def _patch(self, path: str, body: dict[str, Any]) -> Any:
+        """A JSON merge patch (null removes a key)."""
+        return await self._run(
+            self._json, "PATCH", path, None, body, "application/json", _MERGE_PATCH
+        )
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        accept: str = "application/json",
+        content_type: str = "application/json",
     ) -> Any:
-        """GET ``path`` as JSON through the shared ApiClient (its auth and TLS)."""
-        method, url, headers, _, _ = self.api.param_serialize(
-            "GET",
+        """One request with a JSON body and answer, through the shared ApiClient (auth, TLS)."""
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method, url, headers, serialized, _ = self.api.param_serialize(
+            method,
             path,
             query_params=list(query.items()) if query else None,
-            header_params={"Accept": accept},
+            header_params=headers,
+            body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(method, url, header_params=headers)
+        response = self.api.call_api(method, url, header_params=headers, body=serialized)
         response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)
-        body: Any = response.data
-        return json.loads(body)
+        return json.loads(response.data or b"null")
 
 
-def _pod_view(pod: Any) -> PodView:
-    owners = pod.metadata.owner_references or []
-    annotations = pod.metadata.annotations or {}
+def _pod_view(pod: dict[str, Any]) -> PodView:
+    metadata, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    owners = metadata.get("ownerReferences") or []
+    annotations = metadata.get("annotations") or {}
     return PodView(
-        namespace=pod.metadata.namespace,
-        name=pod.metadata.name,
-        daemon_set=any(owner.kind == "DaemonSet" for owner in owners),
+        namespace=metadata["namespace"],
+        name=metadata["name"],
+        daemon_set=any(owner.get("kind") == "DaemonSet" for owner in owners),
         mirror="kubernetes.io/config.mirror" in annotations,
-        terminating=pod.metadata.deletion_timestamp is not None,
-        finished=pod.status.phase in ("Succeeded", "Failed"),
-        labels=dict(pod.metadata.labels or {}),
-        empty_dir=any(v.empty_dir is not None for v in pod.spec.volumes or []),
+        terminating=metadata.get("deletionTimestamp") is not None,
+        finished=(pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
+        labels=dict(metadata.get("labels") or {}),
+        empty_dir=any("emptyDir" in volume for volume in spec.get("volumes") or []),
     )
 
 

@@ -359,9 +359,11 @@ def still_fits(
     out.discard(name)
     if len(out) + 1 <= budget:
         return None
+    outside = sorted(out - set(in_flight))  # what changed since the claim is usually here
     return (
         f"{len(out)} other node(s) out of service since its slot was claimed "
-        f"(maxUnavailable {budget}): {', '.join(sorted(out)[:5])}"
+        f"(maxUnavailable {budget}): {len(out) - len(outside)} in flight"
+        + (f", unavailable besides: {', '.join(outside[:5])}" if outside else "")
     )
 
 

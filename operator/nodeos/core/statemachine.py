@@ -79,6 +79,9 @@ class Result:
     check_timeout: datetime.timedelta | None = None
     requeue: str = ""  # Cordon: not cordoned, the plan's rules no longer allow it (why)
     redrain: bool = False  # Install/Reboot: uncordoned by someone; drain again before going on
+    # Verify: what is missing is the Node's own report (Ready, the new boot ID); checking again
+    # before the Node object changes would find the same
+    awaits_node: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,25 @@ def resume(progress: NodeProgress, now: datetime.datetime) -> NodeProgress:
         message="the operator restarted during the install; rebooting and checking the version "
         "instead of installing again",
     )
+
+
+_STILL_CORDONED = "; our cordon is still on, lifting it failed: "
+
+# Steps whose only effect is on the record, and that a resumed worker takes again by itself:
+# back from the reboot (the boot ID proves it again), verified (checked again)
+_REPEATABLE_STEPS = frozenset({("Rebooting", "Verifying"), ("Verifying", "Uncordoning")})
+
+
+def deferrable(before: NodeProgress, after: NodeProgress) -> bool:
+    """Whether a restart that loses this change is harmless, so it need not be stored first.
+
+    True for a new message alone and for steps the resumed worker repeats by itself (a check
+    that passes again). Never for anything that records what was done to the node (cordon,
+    install, reboot asked, slot released): those are stored before the next action.
+    """
+    if before.phase == after.phase:
+        return replace(after, message=before.message) == before
+    return (before.phase, after.phase) in _REPEATABLE_STEPS
 
 
 def requeue(progress: NodeProgress, why: str, now: datetime.datetime) -> NodeProgress:
@@ -186,6 +208,9 @@ def after(
     if action.kind == "Uncordon" and progress.phase != "Uncordoning":
         if result.transient:
             return progress  # a retry or failure waits for its cordon to come off
+        if not result.ok:  # refused (e.g. RBAC): the cordon is still on, and so is the slot
+            said = (progress.message or "").split(_STILL_CORDONED)[0]
+            return replace(progress, message=f"{said}{_STILL_CORDONED}{result.message}")
         return replace(progress, cordoned_by_us=False)
     if result.cordoned_by_us is not None and action.kind != "Cordon":
         # cordoned again after someone else lifted the cordon mid-upgrade: ours to lift now

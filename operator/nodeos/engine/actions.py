@@ -251,7 +251,13 @@ async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
             )
     if problem is None:
         return Result(version=version)
-    return Result(version=version, unhealthy=True, message=problem, boot_id=boot_id)
+    return Result(
+        version=version,
+        unhealthy=True,
+        message=problem,
+        boot_id=boot_id,
+        awaits_node=not health.ready or health.boot_id != boot_id,
+    )
 
 
 async def _forfeit_leadership(ctx: NodeContext) -> None:

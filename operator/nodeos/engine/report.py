@@ -114,6 +114,9 @@ def _eta(
     return eta.replace(second=0, microsecond=0)
 
 
+MILESTONES = frozenset({"Cordoning", "Rebooting", "Done"})
+
+
 async def announce(
     kube: KubeApi,
     plan: str,
@@ -123,9 +126,13 @@ async def announce(
     after: NodeProgress,
     on_plan: Callable[[bool], bool] = lambda warning: True,
 ) -> None:
-    """An Event on the Node for a phase change, and one on the plan if ``on_plan(warning)``.
+    """Logs a node's phase change, and posts milestones and warnings as Events.
 
-    ``on_plan`` is the plan's Event budget (``core.events``); a lost Event is logged.
+    Each goes on the Node, and on the plan if ``on_plan(warning)`` (the plan's Event budget,
+    ``core.events``). Milestones (``MILESTONES``: cordoned, rebooting, done) are what a person
+    reading ``kubectl describe node`` needs; the steps between them are in the log and the
+    node's record, and posting them too would double a rollout's API requests. A lost Event is
+    logged.
     """
     text = f"{after.name}: {before.phase} -> {after.phase}"
     if after.message:
@@ -139,6 +146,8 @@ async def announce(
     level = logging.WARNING if warning else logging.INFO
     fields = {"plan": plan, "node": after.name, "phase": after.phase, "reason": after.reason}
     log.log(level, "%s -> %s%s", before.phase, after.phase, _detail(after), extra=fields)
+    if not warning and after.phase not in MILESTONES:
+        return
     try:
         if on_plan(warning):
             await kube.event("UpgradePlan", plan, uid, "nodeos.dev/v1alpha1", reason, text, warning)

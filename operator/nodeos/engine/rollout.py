@@ -57,6 +57,9 @@ _STOP_GRACE_S = 20.0
 _MAX_BACKOFF_S = 30.0
 log = logging.getLogger(__name__)
 _IDLE_WAKE_S = 5.0
+# A check that waits for the Node's own report runs again when the watch shows the Node
+# changed, and at least this often should a watch event be late
+_NODE_WAIT_S = 2.0
 _FREES_SLOT = frozenset({*planner.TERMINAL, "Pending"})
 
 
@@ -104,6 +107,7 @@ class PlanRollout:
         self._waiting_for: str | None = None  # the Waiting reason last reported
         self.wake = asyncio.Event()
         self.workers: dict[str, asyncio.Task[None]] = {}
+        self._node_moved: dict[str, asyncio.Event] = {}  # set when the node's view changes
         # When each slot was freed, oldest first; each cordon takes the oldest, so every slot's
         # own handover is measured even when several are freed at once
         self._freed_at: deque[float] = deque()
@@ -390,6 +394,7 @@ class PlanRollout:
             with contextlib.suppress(Exception):
                 await self.store.load()  # a failed write may have been stored after all
         finally:
+            self._node_moved.pop(name, None)
             self.wake.set()
 
     async def _drive(self, name: str, resumed: bool) -> None:
@@ -416,6 +421,8 @@ class PlanRollout:
                 if progress.phase in _FREES_SLOT:
                     self._freed_at.append(time.monotonic())
                 return
+            moved = self._node_moved.setdefault(name, asyncio.Event())
+            moved.clear()  # a change from here on wakes a check that waits for the Node
             view = self.nodes().get(name)
             if view is None:
                 result = sm.Result(transient=True, message="the Node object does not exist")
@@ -436,7 +443,11 @@ class PlanRollout:
             if action.kind == "Cordon" and result.ok and self._freed_at:
                 metrics.TRANSITION_SECONDS.observe(time.monotonic() - self._freed_at.popleft())
             if updated == progress:
-                await asyncio.sleep(self.deps.poll_s)
+                if result.awaits_node:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(moved.wait(), max(self.deps.poll_s, _NODE_WAIT_S))
+                else:
+                    await asyncio.sleep(self.deps.poll_s)
                 continue
             if not await self._transition(progress, updated):
                 continue
@@ -470,11 +481,19 @@ class PlanRollout:
         A write whose reply was lost leaves this copy behind the stored one; a transition
         computed from the older record must not overwrite the newer (it would, e.g., forget
         that the cordon is ours). The worker then re-reads and goes on from the stored record.
+        A change that a restart may lose without harm is staged, not waited for.
         """
-        await self.store.commit(functools.partial(_record, before=before, after=after))
+        change = functools.partial(_record, before=before, after=after)
+        if sm.deferrable(before, after):
+            self.store.stage(change, after)
+            return True
+        await self.store.commit(change)
         return self._progress(before.name) == after
 
     def _progress(self, name: str) -> NodeProgress | None:
+        staged = self.store.staged(name)
+        if staged is not None:
+            return staged
         status = self.store.status  # replaced, never changed in place, by each stored write
         if self._records_of is not status:
             self._by_name = {record.name: record for record in status.nodes}
@@ -503,6 +522,12 @@ class PlanRollout:
         return False
 
     # -- plan-level policy -----------------------------------------------------------------------
+
+    def node_moved(self, name: str) -> None:
+        """The node's view changed: a check of this node that waits for that runs again."""
+        moved = self._node_moved.get(name)
+        if moved is not None:
+            moved.set()
 
     def cares_about(self, before: NodeView | None, after: NodeView | None) -> bool:
         """Whether a node's change (None: absent) can change what this plan does."""

@@ -9,6 +9,11 @@ only when it changed, so a transition costs one small write whatever the fleet's
 
 Order: the status first, then the records. A slot is in the ledger before its node's record
 says the node was claimed, and the worker starts only once both are stored.
+
+A change whose loss in a restart is harmless (``statemachine.deferrable``: the resumed worker
+repeats an idempotent check and gets there again) is ``stage``d instead: the engine sees it at
+once, and it is written with the next write or within ``DEFER_S``, whichever comes first. Most
+are overtaken by the node's next durable change and cost no request of their own.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from nodeos.ports.kube import ConflictError, KubeApi, NotFoundError
 Mutation = Callable[["Draft"], None]
 _MAX_CONFLICTS = 10
 _PARALLEL_RECORD_WRITES = 16
+DEFER_S = 2.0
 
 
 class Draft:
@@ -64,8 +70,13 @@ class StatusStore:
         # the next write reads them back first
         self._unsure: set[str] = set()
         self._lock = asyncio.Lock()
-        self._pending: list[tuple[Mutation, asyncio.Future[UpgradePlanStatus]]] = []
+        self._pending: list[tuple[Mutation, asyncio.Future[UpgradePlanStatus] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # Staged changes: the records as the engine sees them before they are written, and
+        # the mutations that write them (in order, ahead of the next commit's)
+        self._staged: dict[str, NodeProgress] = {}
+        self._deferred: list[tuple[Mutation, NodeProgress]] = []
+        self._deferred_writer: asyncio.Task[None] | None = None
 
     async def load(self) -> dict[str, Any]:
         """Reads the plan and its records on the Nodes; returns the plan object.
@@ -78,6 +89,8 @@ class StatusStore:
             return await self._load()
 
     async def _load(self) -> dict[str, Any]:
+        self._staged.clear()  # what was not written is redone by the resumed workers
+        self._deferred.clear()
         body = await self.kube.get_plan(self.name)
         found = await self.kube.nodes_annotated(self._key)
         stored = self._read_plan(body)
@@ -103,6 +116,23 @@ class StatusStore:
         self.annotations = dict(body["metadata"].get("annotations") or {})
         return UpgradePlanStatus.model_validate(body.get("status") or {})
 
+    def staged(self, name: str) -> NodeProgress | None:
+        """The node's staged record, if a change to it waits to be written."""
+        return self._staged.get(name)
+
+    def stage(self, mutate: Mutation, record: NodeProgress) -> None:
+        """Makes ``record`` visible now and writes it (``mutate``) later: see the module."""
+        self._staged[record.name] = record
+        self._deferred.append((mutate, record))
+        if self._deferred_writer is None or self._deferred_writer.done():
+            self._deferred_writer = asyncio.create_task(self._write_deferred())
+
+    async def _write_deferred(self) -> None:
+        await asyncio.sleep(DEFER_S)
+        if self._deferred:
+            with contextlib.suppress(Exception):  # a failed write drops what it staged
+                await self.commit(_unchanged)
+
     async def commit(self, mutate: Mutation) -> UpgradePlanStatus:
         """Applies ``mutate`` and returns once it is stored (resourceVersion-guarded).
 
@@ -111,17 +141,25 @@ class StatusStore:
         change to be durable. The in-memory copy changes only once the write succeeded.
         """
         done: asyncio.Future[UpgradePlanStatus] = asyncio.get_running_loop().create_future()
+        self._take_deferred()
         self._pending.append((mutate, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await done
 
+    def _take_deferred(self) -> None:
+        """Queues the staged mutations ahead of whatever comes next (they happened before)."""
+        for mutate, record in self._deferred:
+            self._pending.append((_Staged(mutate, record), None))
+        self._deferred.clear()
+
     async def close(self) -> None:
-        """Stops the writer; changes not yet stored are dropped (their callers are gone)."""
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+        """Stops the writers; changes not yet stored are dropped (their callers are gone)."""
+        for task in (self._flusher, self._deferred_writer):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._flusher = self._deferred_writer = None
 
     async def _flush(self) -> None:
         async with self._lock:
@@ -130,13 +168,25 @@ class StatusStore:
                 try:
                     status = await self._write([mutate for mutate, _ in batch])
                 except Exception as error:  # every waiter of this batch learns it failed
+                    self._unstage(batch)  # the engine goes on from what is stored
                     for _, done in batch:
-                        if not done.done():
+                        if done is not None and not done.done():
                             done.set_exception(error)
                     continue
+                self._unstage(batch)
                 for _, done in batch:
-                    if not done.done():
+                    if done is not None and not done.done():
                         done.set_result(status)
+
+    def _unstage(
+        self, batch: list[tuple[Mutation, asyncio.Future[UpgradePlanStatus] | None]]
+    ) -> None:
+        for mutate, _ in batch:
+            if (
+                isinstance(mutate, _Staged)
+                and self._staged.get(mutate.record.name) is mutate.record
+            ):
+                del self._staged[mutate.record.name]
 
     async def _reread_unsure(self) -> None:
         """Replaces the records whose write failed with what their Nodes carry now."""
@@ -185,8 +235,12 @@ class StatusStore:
         A record whose write failed keeps its stored value in memory, and the first error is
         raised once the others are written.
         """
+        stored = self._stored
         changes: dict[str, NodeProgress | None] = {
-            name: record for name, record in wanted.items() if self._stored.get(name) != record
+            # most records are the very objects stored: "is" spares comparing their fields
+            name: record
+            for name, record in wanted.items()
+            if (before := stored.get(name)) is not record and before != record
         }
         changes |= {name: None for name in self._stored if name not in wanted}
         if not changes:
@@ -220,6 +274,21 @@ class StatusStore:
                     current.pop(name, None)
             self.status = self.status.model_copy(update={"nodes": _sorted(current)})
             raise errors[0]
+
+
+class _Staged:
+    """A staged mutation, with the record it stages (unstaged once written, or failed)."""
+
+    def __init__(self, mutate: Mutation, record: NodeProgress) -> None:
+        self.mutate = mutate
+        self.record = record
+
+    def __call__(self, draft: Draft) -> None:
+        self.mutate(draft)
+
+
+def _unchanged(draft: Draft) -> None:
+    """Changes nothing: a commit that only writes what was staged."""
 
 
 def _sorted(by_name: dict[str, NodeProgress]) -> list[NodeProgress]:

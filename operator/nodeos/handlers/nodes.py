@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from nodeos.core.nodes import NodeView, view_of
+from nodeos.engine.rollout import PlanRollout
 
 
 @kopf.index("", "v1", "nodes")
@@ -35,17 +36,21 @@ async def node_changed(
         seen[name] = after
     if after == before:
         return
-    memo.node_snapshots.changed()
+    memo.node_snapshots.put(name, after)
     for rollout in getattr(memo, "rollouts", {}).values():
+        if isinstance(rollout, PlanRollout):
+            rollout.node_moved(name)  # its worker may wait for this very change
         if rollout.cares_about(before, after):
             rollout.wake.set()
 
 
 class NodeSnapshots:
-    """The node index as one plain dict, rebuilt only when a node's view changed.
+    """The node index as one plain dict, built once and then kept current view by view.
 
     kopf updates the index before it calls ``node_changed`` for the same event, so a snapshot
-    taken after ``changed()`` holds the new view. Callers must not modify the dict.
+    built after ``changed()`` holds the new view; after that each change replaces one entry
+    (``put``), so a fleet of 5,000 nodes is not copied on every change. Callers must not modify
+    the dict, and must not hold it across an ``await`` while iterating it.
     """
 
     def __init__(self) -> None:
@@ -55,8 +60,17 @@ class NodeSnapshots:
         self._views: dict[str, NodeView] = {}
 
     def changed(self) -> None:
-        """A view changed: the next call rebuilds the dict."""
+        """Views may have changed: the next call rebuilds the dict from the index."""
         self._version += 1
+
+    def put(self, name: str, view: NodeView | None) -> None:
+        """One node's view changed (None: the node is gone)."""
+        if self._built_at != self._version:
+            return  # not built yet: the next call builds it from the index
+        if view is None:
+            self._views.pop(name, None)
+        else:
+            self._views[name] = view
 
     def __call__(self) -> Mapping[str, NodeView]:
         """Every node's current view."""

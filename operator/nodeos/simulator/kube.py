@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import time
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from kubernetes import client
+from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 
 from nodeos.sandbox import kwok
@@ -28,6 +31,7 @@ from nodeos.simulator.fleet import Fleet
 from nodeos.simulator.node import Power, SimulatedNode, Transition
 
 _KWOK_SETTLE_S = 0.2
+_CONCURRENCY = 32  # Node updates in flight at once (threads and pooled connections)
 
 
 def os_image(version: str) -> str:
@@ -39,12 +43,17 @@ class NodeDriver:
     """Applies fleet transitions to Node objects, off the event loop.
 
     Each node's transitions are applied in order, as its kubelet would post them; different
-    nodes' go in parallel (as many at once as the default thread pool runs), so a fleet of
-    hundreds rebooting together is not queued behind one another's requests.
+    nodes' go in parallel, ``_CONCURRENCY`` requests at once in the driver's own threads, and
+    no thread waits out a pause (those are awaited), so a fleet of hundreds rebooting together
+    is not queued behind one another's requests. Replies are not decoded into models.
     """
 
     def __init__(self, api: client.ApiClient, fleet: Fleet) -> None:
+        if api.configuration.connection_pool_maxsize < _CONCURRENCY:
+            api.configuration.connection_pool_maxsize = _CONCURRENCY
+            api.rest_client = rest.RESTClientObject(api.configuration)
         self.core = client.CoreV1Api(api)
+        self._threads = ThreadPoolExecutor(_CONCURRENCY, thread_name_prefix="node-driver")
         self.fleet = fleet
         self._queues: dict[str, asyncio.Queue[Transition]] = {}
         self._workers: list[asyncio.Task[None]] = []
@@ -92,7 +101,7 @@ class NodeDriver:
         delay, said = 0.2, False
         while True:
             try:
-                await asyncio.to_thread(self._apply, transition)
+                await self._apply(transition)
                 return
             except ApiException as error:
                 if error.status == 404:
@@ -121,33 +130,37 @@ class NodeDriver:
             node.name, {"status": _status(node.version, node.boot_id, node)}
         )
 
-    def _apply(self, transition: Transition) -> None:
+    async def _call(self, func: Callable[..., Any], *args: Any) -> None:
+        call = functools.partial(_send, func, *args)
+        await asyncio.get_running_loop().run_in_executor(self._threads, call)
+
+    async def _apply(self, transition: Transition) -> None:
         node = self.fleet.nodes[transition.node]
         if transition.power in (Power.REBOOTING, Power.DOWN):
-            self._annotate(transition.node, "true")
+            await self._annotate(transition.node, "true")
             # kwok may post one more heartbeat before it sees the annotation; insist once.
             for _ in range(2):
-                self.core.patch_node_status(
-                    transition.node, {"status": {"conditions": [_ready(False, transition.power)]}}
-                )
-                time.sleep(_KWOK_SETTLE_S)
-            self._set_pods_ready(transition.node, False)
+                status = {"status": {"conditions": [_ready(False, transition.power)]}}
+                await self._call(self.core.patch_node_status, transition.node, status)
+                await asyncio.sleep(_KWOK_SETTLE_S)
+            await self._set_pods_ready(transition.node, False)
         elif transition.power is Power.RUNNING:
-            self.core.patch_node_status(
-                transition.node,
-                {"status": _status(transition.version, transition.boot_id, node)},
-            )
-            self._set_pods_ready(transition.node, True)
-            self._annotate(transition.node, None)
+            status = {"status": _status(transition.version, transition.boot_id, node)}
+            await self._call(self.core.patch_node_status, transition.node, status)
+            await self._set_pods_ready(transition.node, True)
+            await self._annotate(transition.node, None)
 
-    def _set_pods_ready(self, name: str, ready: bool) -> None:
+    async def _set_pods_ready(self, name: str, ready: bool) -> None:
         """The node's running pods stop with its OS, or start again once it is back."""
         now = _now()
         conditions = [
             {"type": kind, "status": str(ready), "lastTransitionTime": now}
             for kind in ("ContainersReady", "Ready")
         ]
-        pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}")
+        listing = functools.partial(
+            self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={name}"
+        )
+        pods = await asyncio.get_running_loop().run_in_executor(self._threads, listing)
         for pod in pods.items:
             meta, status = pod.metadata, pod.status
             if meta is None or status is None or meta.name is None or meta.namespace is None:
@@ -155,14 +168,20 @@ class NodeDriver:
             if meta.deletion_timestamp is not None or status.phase != "Running":
                 continue
             with contextlib.suppress(ApiException):  # gone meanwhile
-                self.core.patch_namespaced_pod_status(
-                    meta.name, meta.namespace, {"status": {"conditions": conditions}}
+                patch = {"status": {"conditions": conditions}}
+                await self._call(
+                    self.core.patch_namespaced_pod_status, meta.name, meta.namespace, patch
                 )
 
-    def _annotate(self, name: str, value: str | None) -> None:
-        self.core.patch_node(
-            name, {"metadata": {"annotations": {kwok.DISREGARD_ANNOTATION: value}}}
-        )
+    async def _annotate(self, name: str, value: str | None) -> None:
+        patch = {"metadata": {"annotations": {kwok.DISREGARD_ANNOTATION: value}}}
+        await self._call(self.core.patch_node, name, patch)
+
+
+def _send(func: Callable[..., Any], *args: Any) -> None:
+    """Makes a request and drops its reply undecoded (reading it frees the connection)."""
+    reply = func(*args, _preload_content=False)
+    reply.read()
 
 
 def _status(version: str, boot_id: str, node: SimulatedNode) -> dict[str, Any]:
