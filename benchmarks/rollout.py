@@ -391,13 +391,10 @@ def _audit_figures(
             size = len(json.dumps(body, separators=(",", ":")))
             written += size
             largest = max(largest, size)
-            metadata = body.get("metadata") if isinstance(body, dict) else None
-            annotations = (metadata or {}).get("annotations") or {}
-            for key, value in annotations.items():
-                if key.endswith(SUFFIX) and value:
-                    phase = json.loads(value).get("phase", "?")
-                    seconds = (at - start).total_seconds()
-                    timeline.setdefault(ref.get("name", "?"), []).append((seconds, phase))
+            for value in _records_written(body):
+                phase = json.loads(value).get("phase", "?")
+                seconds = (at - start).total_seconds()
+                timeline.setdefault(ref.get("name", "?"), []).append((seconds, phase))
     figures = {
         "requests": total,
         "requests_per_node": round(total / nodes, 1),
@@ -408,6 +405,25 @@ def _audit_figures(
         "note": "watches still open at the end are not counted (a handful)",
     }
     return figures, timeline
+
+
+def _records_written(body: Any) -> list[str]:
+    """The node records a write carries.
+
+    In a merge patch's annotations, or in a JSON patch's operations (the uncordon).
+    """
+    if isinstance(body, list):
+        return [
+            str(op["value"])
+            for op in body
+            if isinstance(op, dict)
+            and op.get("op") == "add"
+            and str(op.get("path", "")).endswith(SUFFIX.replace("/", "~1"))
+            and op.get("value")
+        ]
+    metadata = body.get("metadata") if isinstance(body, dict) else None
+    annotations = (metadata or {}).get("annotations") or {}
+    return [str(v) for k, v in annotations.items() if k.endswith(SUFFIX) and v]
 
 
 _COLOURS = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -20,9 +21,11 @@ from prometheus_client import Gauge, start_http_server
 
 from nodeos import logs
 from nodeos.adapters.lease import LeaderElection
+from nodeos.adapters.nodewatch import NodeWatch
 from nodeos.adapters.osapi.talosconfig import FileSource, TalosConfigError
 from nodeos.config import OperatorConfig
 from nodeos.handlers import lifecycle
+from nodeos.handlers.nodes import node_changed
 from nodeos.ports.fence import FENCE
 
 log = logging.getLogger("nodeos")
@@ -78,6 +81,11 @@ async def run(cfg: OperatorConfig) -> int:
     status.leader = True
     LEADER.set(1)
     log.info("nodeos operator %s active; metrics on :%d", cfg.identity, cfg.metrics_port)
+    memo = kopf.Memo(config=cfg, stop=stop)
+    # Nodes are watched by our own informer (adapters.nodewatch), started here rather than in
+    # a kopf handler so that kopf does not wait for it when it stops
+    memo.node_watch = NodeWatch(lifecycle.api_client(cfg), functools.partial(node_changed, memo))
+    watching = asyncio.create_task(memo.node_watch.run(), name="node-watch")
     try:
         await kopf.operator(
             standalone=True,
@@ -86,10 +94,11 @@ async def run(cfg: OperatorConfig) -> int:
             # kopf would otherwise name itself from the passwd entry of our uid, which an image
             # run as an arbitrary uid (the chart's 65532 on a base without that user) lacks
             identity=cfg.identity,  # type: ignore[arg-type]  # kopf's NewType, not exported
-            memo=kopf.Memo(config=cfg),
+            memo=memo,
         )
     finally:
         LEADER.set(0)
+        watching.cancel()
         health.close()
         if holder is not None:
             holder.cancel()

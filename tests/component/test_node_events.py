@@ -1,4 +1,4 @@
-"""Node events wake only what they concern: not on heartbeats, not plans that select elsewhere."""
+"""Node changes wake only what they concern: not on heartbeats, not plans that select elsewhere."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import kopf
 
-from nodeos.core.nodes import NodeView
+from nodeos.core.nodes import NodeView, view_of
 from nodeos.engine.fleet import ConfigController
-from nodeos.handlers.nodes import NodeSnapshots, node_changed, node_snapshots
+from nodeos.handlers.nodes import node_changed
 
 
 class Listener:
@@ -23,9 +23,9 @@ class Listener:
         return any(v.labels.get("pool") == self.pool for v in (before, after) if v)
 
 
-def node(pool: str, ready: bool = True, heartbeat: str = "t0") -> dict[str, Any]:
-    return {
-        "metadata": {"name": "n1", "labels": {"pool": pool}},
+def node(pool: str, ready: bool = True, heartbeat: str = "t0", version: str = "1") -> NodeView:
+    body: dict[str, Any] = {
+        "metadata": {"name": "n1", "labels": {"pool": pool}, "resourceVersion": version},
         "status": {
             "conditions": [
                 {
@@ -37,27 +37,26 @@ def node(pool: str, ready: bool = True, heartbeat: str = "t0") -> dict[str, Any]
             "nodeInfo": {"osImage": "Talos (v1.12.4)", "bootID": "b1"},
         },
     }
-
-
-def send(memo: kopf.Memo, body: dict[str, Any], kind: str | None = "MODIFIED") -> None:
-    asyncio.run(node_changed(name="n1", body=kopf.Body(body), type=kind, memo=memo))
+    return view_of("n1", body)
 
 
 def test_heartbeats_wake_nothing_and_changes_wake_only_whom_they_concern() -> None:
     a, b = Listener("a"), Listener("b")
-    memo = kopf.Memo(rollouts={"plan-a": a, "plan-b": b}, node_snapshots=NodeSnapshots())
-    send(memo, node("a"), None)  # the initial listing
+    memo = kopf.Memo(rollouts={"plan-a": a, "plan-b": b})
+    node_changed(memo, "n1", None, node("a"))  # the first list
     assert a.wake.is_set() and not b.wake.is_set()
     a.wake.clear()
-    send(memo, node("a", heartbeat="t1"))
+    heartbeat = node("a", heartbeat="t1", version="2")
+    assert heartbeat == node("a"), "a new resourceVersion alone is the same view"
+    node_changed(memo, "n1", node("a"), heartbeat)
     assert not a.wake.is_set() and len(a.asked) == 1, "a heartbeat changes nothing we read"
-    send(memo, node("a", ready=False))
+    node_changed(memo, "n1", node("a"), node("a", ready=False))
     assert a.wake.is_set() and not b.wake.is_set()
     a.wake.clear()
-    send(memo, node("b", ready=False))  # relabelled into pool b: both plans hear of it
-    assert a.wake.is_set() and b.wake.is_set()
+    node_changed(memo, "n1", node("a", ready=False), node("b", ready=False))  # relabelled
+    assert a.wake.is_set() and b.wake.is_set(), "both plans hear of it"
     a.wake.clear(), b.wake.clear()
-    send(memo, node("b", ready=False), "DELETED")
+    node_changed(memo, "n1", node("b", ready=False), None)  # deleted
     assert b.wake.is_set() and not a.wake.is_set()
 
 
@@ -83,17 +82,3 @@ def test_a_nodeosconfig_refreshes_only_for_what_its_inventory_reads() -> None:
     assert not config.cares_about(view("b"), view("b", ready=False)), "not selected"
     labelled = view("a", **{"nodeos.dev/os-version": "v1.12.4"})
     assert not config.cares_about(view("a"), labelled), "its own label, written by itself"
-
-
-def test_the_engines_node_dict_is_built_once_and_then_kept_current_view_by_view() -> None:
-    memo = kopf.Memo(rollouts={}, node_snapshots=NodeSnapshots())
-    index: dict[str, list[NodeView]] = {"n1": [view("a")]}
-    nodes = node_snapshots(memo, index)  # type: ignore[arg-type]  # kopf.Index is a Mapping
-    first = nodes()
-    assert dict(first) == {"n1": view("a")}
-    send(memo, node("a", heartbeat="t1"))  # a heartbeat: the same view
-    send(memo, node("a", ready=False))
-    assert nodes() is first, "no copy of the whole index for a change"
-    assert not first["n1"].ready, "the changed view is in it"
-    send(memo, node("a", ready=False), "DELETED")
-    assert "n1" not in nodes()

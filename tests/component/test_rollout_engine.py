@@ -8,6 +8,7 @@ planner and state machine are the real ones.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from helpers.fakes import NEW, FakeKube, FakeNode, FakeOsApi
@@ -73,6 +74,25 @@ async def test_engine_rolls_every_node_once_within_the_budget() -> None:
     assert "UpgradePlan/p: NodeDone" in kube.events
     assert "Node/w-0: NodeRebooting" in kube.events
     assert not any("NodeDraining" in event for event in kube.events), "only milestones are posted"
+
+
+async def test_the_cordon_and_the_uncordon_carry_the_records_they_lead_to() -> None:
+    nodes = {f"w-{i}": FakeNode(f"w-{i}") for i in range(3)}
+    kube, osapi = FakeKube(nodes, plan(3)), FakeOsApi(nodes)
+    written: list[tuple[str, str]] = []
+    annotate = kube.annotate_node
+
+    async def counting(node: str, key: str, value: str | None) -> None:
+        written.append((node, json.loads(value)["phase"] if value else "removed"))
+        await annotate(node, key, value)
+
+    kube.annotate_node = counting  # type: ignore[method-assign]
+    await roll(kube, osapi, nodes)
+    assert {n: r["phase"] for n, r in kube.records().items()} == dict.fromkeys(nodes, "Done")
+    for name in nodes:
+        alone = [phase for node, phase in written if node == name]
+        # the install and the reboot request are written on their own, before the next action
+        assert alone == ["Upgrading", "Rebooting", "Rebooting"], (name, alone)
 
 
 async def test_a_worker_that_fails_unexpectedly_is_resumed(caplog: Any) -> None:

@@ -171,16 +171,18 @@ def move(name: str, before: str, after: str):  # type: ignore[no-untyped-def]
 
 
 async def test_a_staged_change_is_seen_at_once_and_written_with_the_next_change() -> None:
-    kube = with_nodes("a")
+    kube = with_nodes("a", "b")
     store = StatusStore(kube, "p")
     await store.load()
     await store.commit(claim("a"))
-    writes = store.record_writes
     store.stage(move("a", "Cordoning", "Verifying"), NodeProgress(name="a", phase="Verifying"))
     staged = store.staged("a")
     assert staged is not None and staged.phase == "Verifying", "seen at once"
     assert kube.records()["a"]["phase"] == "Cordoning", "not written yet"
-    await store.commit(move("a", "Verifying", "Done"))  # applies only after the staged one
+    await store.commit(claim("b"))  # another node's change leaves it staged
+    assert kube.records()["a"]["phase"] == "Cordoning" and store.staged("a") is not None
+    writes = store.record_writes
+    await store.commit(move("a", "Verifying", "Done"), nodes=["a"])  # after the staged one
     assert kube.records()["a"]["phase"] == "Done"
     assert store.record_writes == writes + 1, "the staged change cost no write of its own"
     assert store.staged("a") is None
@@ -202,15 +204,41 @@ async def test_a_staged_change_alone_is_written_within_the_deferral(monkeypatch:
     await store.close()
 
 
-async def test_a_restart_forgets_what_was_staged_and_not_written() -> None:
+async def test_a_restart_forgets_what_was_staged_and_a_reload_keeps_it() -> None:
     kube = with_nodes("a")
     store = StatusStore(kube, "p")
     await store.load()
     await store.commit(claim("a"))
     store.stage(move("a", "Cordoning", "Verifying"), NodeProgress(name="a", phase="Verifying"))
+    await store.load()  # after an error, in the same engine: its workers still run on it
+    staged = store.staged("a")
+    assert staged is not None and staged.phase == "Verifying"
+    restarted = StatusStore(kube, "p")
+    await restarted.load()
+    assert restarted.staged("a") is None
+    assert restarted.status.nodes[0].phase == "Cordoning"
+    await restarted.commit(lambda draft: None)
+    assert kube.records()["a"]["phase"] == "Cordoning", "what was lost is not written later"
+    await store.close()
+
+
+async def test_a_staged_change_whose_write_failed_is_kept_for_the_next_one() -> None:
+    kube = with_nodes("a")
+    store = StatusStore(kube, "p")
     await store.load()
-    assert store.staged("a") is None
-    assert store.status.nodes[0].phase == "Cordoning"
-    await store.commit(lambda draft: None)
-    assert kube.records()["a"]["phase"] == "Cordoning", "a dropped change is not written later"
+    await store.commit(claim("a"))
+    store.stage(move("a", "Cordoning", "Verifying"), NodeProgress(name="a", phase="Verifying"))
+    working = kube.annotate_node
+
+    async def refuse(node: str, key: str, value: str | None) -> None:
+        raise KubeApiError(503, "unavailable")
+
+    kube.annotate_node = refuse  # type: ignore[method-assign]
+    with pytest.raises(KubeApiError):
+        await store.commit(lambda draft: None, nodes=["a"])
+    staged = store.staged("a")
+    assert staged is not None and staged.phase == "Verifying", "still what the worker sees"
+    kube.annotate_node = working  # type: ignore[method-assign]
+    await store.commit(lambda draft: None, nodes=["a"])
+    assert kube.records()["a"]["phase"] == "Verifying"
     await store.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,23 +77,33 @@ class FakeKube:
     async def remove_plan_annotation(self, name: str, key: str) -> None:
         return None
 
-    async def cordon(self, node: str, owner: str) -> Cordon:
+    async def cordon(
+        self,
+        node: str,
+        owner: str,
+        annotations: Mapping[str, str] | None = None,
+        seen_version: str | None = None,
+    ) -> Cordon:
         n = self.nodes[node]
         if n.unschedulable and n.annotations.get(CORDONED_BY_ANNOTATION) != owner:
             return Cordon(ours=False, holder=n.annotations.get(CORDONED_BY_ANNOTATION))
         n.unschedulable = True
         n.annotations[CORDONED_BY_ANNOTATION] = owner
+        n.annotations.update(annotations or {})
         self.max_cordoned = max(
             self.max_cordoned, sum(1 for x in self.nodes.values() if x.unschedulable)
         )
         return Cordon(ours=True)
 
-    async def uncordon(self, node: str, owner: str) -> bool:
+    async def uncordon(
+        self, node: str, owner: str, annotations: Mapping[str, str] | None = None
+    ) -> bool:
         n = self.nodes[node]
         if n.annotations.get(CORDONED_BY_ANNOTATION) != owner:
             return False
         n.unschedulable = False
         del n.annotations[CORDONED_BY_ANNOTATION]
+        n.annotations.update(annotations or {})
         return True
 
     async def cordoned_nodes(self, owner: str) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +169,13 @@ class SimKube:
         self.world.annotate(key, None, plan=name)
         self._reply(fate)
 
-    async def cordon(self, node: str, owner: str) -> Cordon:
+    async def cordon(
+        self,
+        node: str,
+        owner: str,
+        annotations: Mapping[str, str] | None = None,
+        seen_version: str | None = None,
+    ) -> Cordon:
         fate = await self._call(mutating=True, method="cordon", node=node)
         n = self.world.nodes[node]
         mark = n.annotations.get(CORDONED_BY_ANNOTATION)
@@ -177,18 +184,34 @@ class SimKube:
             return Cordon(ours=False, holder=mark)
         if not (n.unschedulable and mark == owner):
             self.world.cordon(node, owner)
+        self._set(node, annotations)  # the same write, so the same instant
         self._reply(fate)
         return Cordon(ours=True)
 
-    async def uncordon(self, node: str, owner: str) -> bool:
+    async def uncordon(
+        self, node: str, owner: str, annotations: Mapping[str, str] | None = None
+    ) -> bool:
         fate = await self._call(mutating=True, method="uncordon", node=node)
         n = self.world.nodes[node]
         if n.annotations.get(CORDONED_BY_ANNOTATION) != owner:
             self._reply(fate)
             return False
         self.world.uncordon(node, owner)
+        self._set(node, annotations)
         self._reply(fate)
         return True
+
+    def _set(self, node: str, annotations: Mapping[str, str | None] | None) -> None:
+        """Sets (None: removes) annotations, journalling each record written."""
+        for key, value in (annotations or {}).items():
+            target = self.world.nodes[node].annotations
+            if value is None:
+                target.pop(key, None)
+            else:
+                target[key] = value
+            phase = json.loads(value).get("phase") if value is not None else "removed"
+            plan = key.removesuffix(SUFFIX)  # (a plan name short enough to be kept whole)
+            self.world.record("record", node, detail=str(phase), plan=plan)
 
     async def cordoned_nodes(self, owner: str) -> list[str]:
         self._reply(await self._call(mutating=False, method="cordoned_nodes"))
@@ -276,14 +299,7 @@ class SimKube:
 
     async def annotate_node(self, node: str, key: str, value: str | None) -> None:
         fate = await self._call(mutating=True, method="annotate_node", node=node)
-        annotations = self.world.nodes[node].annotations
-        if value is None:
-            annotations.pop(key, None)
-        else:
-            annotations[key] = value
-        phase = json.loads(value).get("phase") if value is not None else "removed"
-        plan = key.removesuffix(SUFFIX)  # (a plan name short enough to be kept whole)
-        self.world.record("record", node, detail=str(phase), plan=plan)
+        self._set(node, {key: value})
         self._reply(fate)
 
     async def nodes_annotated(self, key: str) -> dict[str, str]:

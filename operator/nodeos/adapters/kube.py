@@ -25,6 +25,7 @@ import datetime
 import functools
 import json
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -56,6 +57,8 @@ CONCURRENCY = 32  # requests in flight at once (threads and pooled connections)
 # A list of objects' metadata only: at 5,000 Nodes, a fraction of the full objects' bytes
 _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _MERGE_PATCH = "application/merge-patch+json"
+_JSON_PATCH = "application/json-patch+json"
+_ANNOTATIONS = "/metadata/annotations/"
 _PLANS = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
 _EVENTS = f"/api/v1/namespaces/{EVENT_NAMESPACE}/events"
 
@@ -120,46 +123,93 @@ class KubeClient:
         body = {"metadata": {"annotations": {key: None}}}
         await self._run(self.custom.patch_cluster_custom_object, GROUP, VERSION, PLURAL, name, body)
 
-    async def cordon(self, node: str, owner: str) -> Cordon:
-        """Cordons with our mark unless someone else already cordoned the node.
+    async def cordon(
+        self,
+        node: str,
+        owner: str,
+        annotations: Mapping[str, str] | None = None,
+        seen_version: str | None = None,
+    ) -> Cordon:
+        """Cordons with our mark (and ``annotations``) unless someone else cordoned the node.
 
-        The write is guarded by the resourceVersion read, so of two plans cordoning at once
-        one wins and the other finds the winner's mark.
+        The write is guarded by a resourceVersion, so of two plans cordoning at once one wins
+        and the other finds the winner's mark. ``seen_version`` is one at which the caller saw
+        the node free to cordon (its watch): then no read is needed unless the node changed
+        since, when a fresh read decides as without it.
         """
-        current = await self._read_node(node)
-        mark = (current["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
-        if current.get("spec", {}).get("unschedulable") and mark != owner:
-            return Cordon(ours=False, holder=mark)
-        body = {
-            "metadata": {
-                "annotations": {CORDONED_BY_ANNOTATION: owner},
-                "resourceVersion": current["metadata"]["resourceVersion"],
-            },
-            "spec": {"unschedulable": True},
-        }
-        try:
-            await self._patch(f"/api/v1/nodes/{node}", body)
-        except ConflictError:
-            return await self.cordon(node, owner)
-        return Cordon(ours=True)
+        if seen_version:
+            try:
+                await self._patch(
+                    f"/api/v1/nodes/{node}", _cordoned(owner, annotations, seen_version)
+                )
+                return Cordon(ours=True)
+            except ConflictError:
+                pass
+        while True:
+            current = await self._read_node(node)
+            mark = (current["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
+            if current.get("spec", {}).get("unschedulable") and mark != owner:
+                return Cordon(ours=False, holder=mark)
+            version = current["metadata"]["resourceVersion"]
+            try:
+                await self._patch(f"/api/v1/nodes/{node}", _cordoned(owner, annotations, version))
+            except ConflictError:
+                continue
+            return Cordon(ours=True)
 
-    async def uncordon(self, node: str, owner: str) -> bool:
-        """Uncordons and unmarks, only when the mark is ``owner``'s."""
-        current = await self._read_node(node)
-        if (current["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION) != owner:
-            return False
-        body = {
-            "metadata": {
-                "annotations": {CORDONED_BY_ANNOTATION: None},
-                "resourceVersion": current["metadata"]["resourceVersion"],
-            },
-            "spec": {"unschedulable": None},
-        }
+    async def uncordon(
+        self, node: str, owner: str, annotations: Mapping[str, str] | None = None
+    ) -> bool:
+        """Uncordons and unmarks (and sets ``annotations``), only when the mark is ``owner``'s.
+
+        One JSON patch whose first operation tests the mark, so the API server applies it only
+        while the mark is ours. When it refuses (the mark is another's or gone, or someone
+        uncordoned already), a read decides.
+        """
+        mark = _ANNOTATIONS + _pointer(CORDONED_BY_ANNOTATION)
+        operations: list[dict[str, Any]] = [
+            {"op": "test", "path": mark, "value": owner},
+            {"op": "remove", "path": mark},
+            {"op": "remove", "path": "/spec/unschedulable"},
+        ]
+        operations += [
+            {"op": "add", "path": _ANNOTATIONS + _pointer(key), "value": value}
+            for key, value in (annotations or {}).items()
+        ]
         try:
-            await self._patch(f"/api/v1/nodes/{node}", body)
+            await self._run(
+                self._json,
+                "PATCH",
+                f"/api/v1/nodes/{node}",
+                None,
+                operations,
+                "application/json",
+                _JSON_PATCH,
+            )
+            return True
         except ConflictError:
-            return await self.uncordon(node, owner)
-        return True
+            pass
+        except KubeApiError as error:
+            # 422 (a test failed), 400 (removing what is not there); 500 from old servers
+            if error.status not in (400, 422, 500):
+                raise
+        while True:
+            current = await self._read_node(node)
+            annotated = current["metadata"].get("annotations") or {}
+            if annotated.get(CORDONED_BY_ANNOTATION) != owner:
+                return False
+            body = {
+                "metadata": {
+                    "annotations": {CORDONED_BY_ANNOTATION: None, **(annotations or {})},
+                    "resourceVersion": current["metadata"]["resourceVersion"],
+                },
+                "spec": {"unschedulable": None},
+            }
+            try:
+                await self._patch(f"/api/v1/nodes/{node}", body)
+            except ConflictError:
+                continue
+            return True
 
     async def cordoned_nodes(self, owner: str) -> list[str]:
         """Lists every Node and keeps those marked as cordoned by ``owner``."""
@@ -413,6 +463,22 @@ class KubeClient:
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)
         return json.loads(response.data or b"null")
+
+
+def _cordoned(owner: str, annotations: Mapping[str, str] | None, version: str) -> dict[str, Any]:
+    """The merge patch that cordons, marks and annotates, guarded by ``version``."""
+    return {
+        "metadata": {
+            "annotations": {CORDONED_BY_ANNOTATION: owner, **(annotations or {})},
+            "resourceVersion": version,
+        },
+        "spec": {"unschedulable": True},
+    }
+
+
+def _pointer(key: str) -> str:
+    """An annotation key as a JSON pointer segment."""
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _pod_view(pod: dict[str, Any]) -> PodView:

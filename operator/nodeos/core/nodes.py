@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 CORDONED_BY_ANNOTATION = "nodeos.dev/cordoned-by"
@@ -34,6 +34,8 @@ class NodeView:
     boot_id: str = ""
     config_drifted: bool | None = None  # from the NodeOSConfig inventory; None = unknown
     uid: str = ""
+    # the object version this view was made from; views that differ only in it are equal
+    resource_version: str = field(default="", compare=False)
 
     @property
     def control_plane(self) -> bool:
@@ -96,4 +98,5 @@ def view_of(name: str, body: Mapping[str, Any]) -> NodeView:
         boot_id=str(node_info.get("bootID", "")),
         config_drifted=None if drift is None else drift == "true",
         uid=str(metadata.get("uid", "")),
+        resource_version=str(metadata.get("resourceVersion", "")),
     )

@@ -338,18 +338,20 @@ def still_fits(
     unreachable meanwhile) after others went out of service, or after a retry sent a control
     plane back to pending: checked again just before.
     """
-    ordered = order_nodes(spec, nodes, None)
+    # the nodes order_nodes would take, unsorted: this runs before every cordon
+    excluded = spec.strategy.control_plane.ordering == "Exclude"
+    ordered = [node for node in nodes if not (excluded and node.control_plane)]
     me = next((node for node in ordered if node.name == name), None)
     if me is None:
         return None
     if not me.control_plane and spec.strategy.control_plane.ordering == "First":
-        ahead = [
+        ahead = sorted(
             n.name
             for n in ordered
             if n.control_plane
             and not is_current(spec, n)
             and progress.get(n.name, _PENDING).phase not in TERMINAL
-        ]
+        )
         if ahead:
             return f"control-plane node(s) {', '.join(ahead[:3])} go first and are not done"
     if me.unavailable:

@@ -21,11 +21,33 @@ from nodeos.engine.drain import drain_round
 from nodeos.engine.health import first_failing
 from nodeos.models.common import parse_duration
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
-from nodeos.ports.kube import KubeApi, KubeApiError, NotFoundError
+from nodeos.ports.kube import KubeApi, KubeApiError, NodeHealth, NotFoundError
 from nodeos.ports.osapi import CONFIG_PATH, NodeTarget, OsApi, OsApiError
 
 DEFAULT_INSTALLER = "ghcr.io/siderolabs/installer"
 _TAG = re.compile(r":[^:/@]+(@sha256:[0-9a-f]+)?$")
+
+
+@dataclass
+class RecordRide:
+    """The node's next record, stored by the action's own Node write (cordon, uncordon).
+
+    ``annotations(result)`` asks the state machine (``expect``) what record ``result`` would
+    make, and returns the annotation that stores it, for the action to send with its write;
+    the action sets ``written`` once that write is done. The worker then takes ``record`` as
+    the transition, already stored, if the action's result is the one assumed.
+    """
+
+    expect: Callable[[Result], NodeProgress]
+    annotation: Callable[[NodeProgress], dict[str, str]]
+    result: Result | None = None
+    record: NodeProgress | None = None
+    written: bool = False
+
+    def annotations(self, result: Result) -> dict[str, str]:
+        """The annotation storing the record that ``result`` would make."""
+        self.result, self.record = result, self.expect(result)
+        return self.annotation(self.record)
 
 
 @dataclass
@@ -43,6 +65,11 @@ class NodeContext:
     cordon_blocked: Callable[[], str | None] = lambda: None
     # whether a cordon mark names a plan that exists (its node is held; a stale mark is not)
     is_plan: Callable[[str], bool] = lambda name: True
+    # the watch delivered a change of this Node since the worker last waited for one in vain:
+    # a view that shows the Node not ready is taken at its word (a fresh read is made otherwise)
+    view_is_recent: bool = True
+    ride: RecordRide | None = None  # Cordon, Uncordon: the next record goes with the write
+    view: Callable[[], NodeView | None] = lambda: None  # the node as watched now
 
 
 async def perform(action: Action, progress: NodeProgress, ctx: NodeContext) -> Result:
@@ -63,8 +90,11 @@ async def perform(action: Action, progress: NodeProgress, ctx: NodeContext) -> R
                 return await _verify(ctx, progress)
             case "Uncordon":
                 if progress.cordoned_by_us is not False:
+                    ride = ctx.ride.annotations(Result()) if ctx.ride else None
                     with contextlib.suppress(NotFoundError):
-                        await ctx.kube.uncordon(ctx.node.name, ctx.plan)
+                        lifted = await ctx.kube.uncordon(ctx.node.name, ctx.plan, ride)
+                        if lifted and ctx.ride is not None:
+                            ctx.ride.written = True
                 return Result()
             case "Rollback":
                 return await _rollback(progress, ctx)
@@ -87,9 +117,17 @@ async def _cordon(ctx: NodeContext) -> Result:
     version = (await ctx.osapi.version(ctx.target)).tag
     if (why := ctx.cordon_blocked()) is not None:
         return Result(requeue=why)
-    cordon = await ctx.kube.cordon(ctx.node.name, ctx.plan)
+    ours = Result(boot_id=boot_id, version=version, cordoned_by_us=True)
+    ride = ctx.ride.annotations(ours) if ctx.ride else None
+    seen = ctx.node  # free to cordon at the version watched: no read needed unless it moved
+    free = not seen.unschedulable or seen.cordoned_by == ctx.plan
+    cordon = await ctx.kube.cordon(
+        ctx.node.name, ctx.plan, ride, seen.resource_version if free else None
+    )
     if cordon.holder is not None and ctx.is_plan(cordon.holder):  # one plan at a time
         return Result(requeue=f"UpgradePlan {cordon.holder} holds the node")
+    if cordon.ours and ctx.ride is not None:
+        ctx.ride.written = True
     return Result(boot_id=boot_id, version=version, cordoned_by_us=cordon.ours)
 
 
@@ -109,9 +147,11 @@ async def _taken_back(ctx: NodeContext, progress: NodeProgress) -> Result | None
 
     Someone uncordoned the node since our drain: it is cordoned again and the record marked
     ``redrain``; until a drain round finds it empty, the install or reboot waits (transient,
-    so the phase's deadline applies).
+    so the phase's deadline applies). The node is judged as watched now, not as it was when
+    the action began (an OS API call before may have taken long).
     """
-    if not ctx.node.unschedulable:
+    seen = ctx.view() or ctx.node
+    if not seen.unschedulable:
         cordon = await ctx.kube.cordon(ctx.node.name, ctx.plan)
         if cordon.holder is not None and ctx.is_plan(cordon.holder):
             return Result(transient=True, message=f"UpgradePlan {cordon.holder} cordoned the node")
@@ -154,12 +194,14 @@ async def _install(ctx: NodeContext, progress: NodeProgress) -> Result:
         done.append("staged the machine config")
     if ctx.node.control_plane:
         await _forfeit_leadership(ctx)
-    if (again := await _taken_back(ctx, progress)) is not None:
-        return again
     if wanted is None or wanted == current:
+        if (again := await _taken_back(ctx, progress)) is not None:
+            return again
         return Result(message="; ".join(done) or "nothing to install; rebooting")
     image = ctx.spec.target.image if ctx.spec.target.version == wanted else None
     image = image or await _derived_image(ctx, wanted)
+    if (again := await _taken_back(ctx, progress)) is not None:  # as late as it can be
+        return again
     try:
         outcome = await ctx.osapi.install(ctx.target, image, ctx.spec.upgrade.api)
     except OsApiError as error:
@@ -228,7 +270,13 @@ async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
             )
     problem = None
     boot_id = await ctx.osapi.boot_id(ctx.target)
-    health = await ctx.kube.node_health(ctx.node.name)
+    seen = ctx.node
+    if ctx.view_is_recent and (not seen.ready or (seen.boot_id and seen.boot_id != boot_id)):
+        # The watched Node does not show this boot Ready yet; it may lag, but the worker checks
+        # again when it changes. Passing always takes a fresh read.
+        health = NodeHealth(ready=seen.ready, boot_id=seen.boot_id)
+    else:
+        health = await ctx.kube.node_health(ctx.node.name)
     if not health.ready:
         problem = "Node is not Ready yet"
     elif health.boot_id and health.boot_id != boot_id:

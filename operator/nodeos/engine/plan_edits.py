@@ -37,7 +37,7 @@ async def handle_spec_change(store: StatusStore, kube: KubeApi, plan: str, snap:
         )
         draft.summary.pop("completed_at", None)
 
-    await store.commit(reset)
+    await store.commit(reset, nodes=None)  # it reads every record, staged changes first
     if retry:
         await kube.remove_plan_annotation(plan, RETRY_ANNOTATION)
     return True

@@ -26,7 +26,7 @@ from nodeos.core import statemachine as sm
 from nodeos.core.events import EventBudget
 from nodeos.core.nodes import NodeView, matches
 from nodeos.engine import metrics, plan_edits
-from nodeos.engine.actions import NodeContext, perform
+from nodeos.engine.actions import NodeContext, RecordRide, perform
 from nodeos.engine.etcd import etcd_problem
 from nodeos.engine.health import first_failing
 from nodeos.engine.prometheus import prometheus_problem
@@ -57,6 +57,11 @@ _STOP_GRACE_S = 20.0
 _MAX_BACKOFF_S = 30.0
 log = logging.getLogger(__name__)
 _IDLE_WAKE_S = 5.0
+# A step's planning costs CPU in proportion to the fleet; after a step, the next waits at
+# least this many times as long as its planning took (at most _MAX_STEP_GAP_S), so a large
+# fleet's stream of wakes cannot starve the workers
+_STEP_GAP_FACTOR = 2.0
+_MAX_STEP_GAP_S = 1.0
 # A check that waits for the Node's own report runs again when the watch shows the Node
 # changed, and at least this often should a watch event be late
 _NODE_WAIT_S = 2.0
@@ -122,6 +127,7 @@ class PlanRollout:
         self.finished = asyncio.Event()
         self.reader = PlanReader(body)
         self._event_budget = EventBudget()
+        self._planning_s = 0.0  # time the current step spent in the planner (on the loop)
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -143,14 +149,20 @@ class PlanRollout:
                         self._waiting_for = waiting_reason(self.store.status)
                         for name in list(self.store.status.in_flight):
                             self._spawn(name, resumed=True)
+                    self._planning_s = 0.0
                     timeout = await self.step()
+                    spent = self._planning_s
                     failures = 0
                 except Exception as error:  # any API, any bad input: report, back off, retry
                     failures += 1
                     timeout = min(_ERROR_BACKOFF_S * 2 ** min(failures - 1, 5), _MAX_BACKOFF_S)
+                    spent = 0.0
                     await self._report_error(error, loaded)
+                gap = min(_MAX_STEP_GAP_S, _STEP_GAP_FACTOR * spent, timeout)
+                if gap > 0:
+                    await asyncio.sleep(gap)  # wakes meanwhile are kept for after it
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout)
+                    await asyncio.wait_for(self.wake.wait(), timeout - gap)
         finally:
             await self._stop_workers()
             await self.store.close()
@@ -243,7 +255,9 @@ class PlanRollout:
         held_nodes = planner.held_elsewhere(self.name, plans, views)
 
         def decide(records: Mapping[str, NodeProgress], in_flight: list[str]) -> planner.Decision:
-            return planner.plan_step(
+            clock = asyncio.get_running_loop().time
+            began = clock()
+            decision = planner.plan_step(
                 spec,
                 records,
                 in_flight,
@@ -259,6 +273,8 @@ class PlanRollout:
                     if name in in_flight and name not in selected
                 ],
             )
+            self._planning_s += clock() - began
+            return decision
 
         decision = decide(_records(status, spec), status.in_flight)
         held: planner.Waiting | None = None
@@ -289,7 +305,14 @@ class PlanRollout:
                 start, held = [], planner.Waiting(*gate)
         if start:
             policy = _policy(spec)
-            await self.store.commit(lambda d: self._claim(d, start, spec, policy, now, selected))
+            first: dict[str, NodeProgress] = {}
+            await self.store.commit(
+                lambda d: self._claim(d, start, spec, policy, now, selected, first)
+            )
+            for record in first.values():
+                # with the cordon (the same write) or on its own within DEFER_S; a slot whose
+                # record never arrived is given back by the resumed worker, the node untouched
+                self.store.stage(functools.partial(_put, record=record), record)
             for name in start:
                 self._spawn(name, resumed=False)
             for name in start:  # after the workers started: an Event must not delay a node
@@ -347,7 +370,9 @@ class PlanRollout:
         policy: RolloutPolicy,
         now: datetime.datetime,
         selected: Mapping[str, NodeView],
+        claimed: dict[str, NodeProgress],
     ) -> None:
+        """Takes the slots in the ledger; each node's first record goes to ``claimed``."""
         for name in names:
             if name not in draft.in_flight:
                 draft.in_flight.append(name)
@@ -358,7 +383,7 @@ class PlanRollout:
                 or planner.outdated(previous, node, spec)
             ):
                 previous = None  # of another target or another Node: this is a first attempt
-            draft.nodes[name] = sm.start(
+            claimed[name] = sm.start(
                 name, previous, spec.target.version, policy, now, node_uid=node.uid
             )
         draft.summary.setdefault("started_at", now)
@@ -404,18 +429,20 @@ class PlanRollout:
                 taken_up = sm.resume(progress, self.deps.clock())
                 if taken_up != progress and await self._transition(progress, taken_up):
                     await self._announce(progress, taken_up)
+        view_is_recent = True  # False once a wait for the Node's change timed out
         while not self._stopping:
             spec = self._worker_spec()
             progress = self._progress(name)
             if progress is None:
-                await self.store.commit(lambda d: _release(d, name))
+                await self.store.commit(lambda d: _release(d, name), nodes=(name,))
                 return
             policy = _policy(spec)
             ctx = sm.Context(policy)
             now = self.deps.clock()
             action = sm.next_action(progress, ctx, now)
             if action.kind == "None":
-                await self.store.commit(functools.partial(_release, name=name, expected=progress))
+                release = functools.partial(_release, name=name, expected=progress)
+                await self.store.commit(release, nodes=(name,))
                 if name in self.store.status.in_flight:
                     continue  # the record had moved on (a write whose reply was lost): re-read
                 if progress.phase in _FREES_SLOT:
@@ -424,6 +451,7 @@ class PlanRollout:
             moved = self._node_moved.setdefault(name, asyncio.Event())
             moved.clear()  # a change from here on wakes a check that waits for the Node
             view = self.nodes().get(name)
+            ride = self._ride(progress, action, ctx)
             if view is None:
                 result = sm.Result(transient=True, message="the Node object does not exist")
             else:
@@ -437,25 +465,46 @@ class PlanRollout:
                     own_pod=self.deps.own_pod,
                     cordon_blocked=functools.partial(self._cordon_blocked, spec, progress),
                     is_plan=lambda holder: any(p.name == holder for p in self.plans()),
+                    view_is_recent=view_is_recent,
+                    ride=ride,
+                    view=functools.partial(lambda n: self.nodes().get(n), name),
                 )
                 result = await perform(action, progress, node_ctx)
-            updated = sm.after(progress, action, result, ctx, self.deps.clock())
+            on_node = ride is not None and ride.written and result == ride.result
+            if on_node and ride is not None and ride.record is not None:
+                updated = ride.record  # on the Node already, with the cordon or uncordon
+            else:
+                updated = sm.after(progress, action, result, ctx, self.deps.clock())
             if action.kind == "Cordon" and result.ok and self._freed_at:
                 metrics.TRANSITION_SECONDS.observe(time.monotonic() - self._freed_at.popleft())
             if updated == progress:
                 if result.awaits_node:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(moved.wait(), max(self.deps.poll_s, _NODE_WAIT_S))
+                    view_is_recent = moved.is_set()
                 else:
                     await asyncio.sleep(self.deps.poll_s)
                 continue
-            if not await self._transition(progress, updated):
+            if not await self._transition(progress, updated, on_node=on_node):
                 continue
             if updated.phase != progress.phase:
                 if updated.phase in ("Failed", "RolledBack"):
                     reason = updated.reason or "Unknown"
                     metrics.series(metrics.NODE_FAILURES, self.owner, self.name, reason).inc()
                 await self._announce(progress, updated)
+
+    def _ride(
+        self, progress: NodeProgress, action: sm.Action, ctx: sm.Context
+    ) -> RecordRide | None:
+        """For a cordon, and the uncordon at the end: the record that goes with the write."""
+        if action.kind != "Cordon" and not (
+            action.kind == "Uncordon" and progress.phase == "Uncordoning"
+        ):
+            return None
+        return RecordRide(
+            expect=lambda result: sm.after(progress, action, result, ctx, self.deps.clock()),
+            annotation=self.store.annotation,
+        )
 
     def _cordon_blocked(self, spec: UpgradePlanSpec, progress: NodeProgress) -> str | None:
         """Why the plan's rules no longer allow cordoning the node (checked just before)."""
@@ -475,7 +524,9 @@ class PlanRollout:
             _records(self.store.status, spec),
         )
 
-    async def _transition(self, before: NodeProgress, after: NodeProgress) -> bool:
+    async def _transition(
+        self, before: NodeProgress, after: NodeProgress, *, on_node: bool = False
+    ) -> bool:
         """Stores ``after`` if the record is still ``before``; False when it had moved on.
 
         A write whose reply was lost leaves this copy behind the stored one; a transition
@@ -487,7 +538,7 @@ class PlanRollout:
         if sm.deferrable(before, after):
             self.store.stage(change, after)
             return True
-        await self.store.commit(change)
+        await self.store.commit(change, nodes=(before.name,), on_node=after if on_node else None)
         return self._progress(before.name) == after
 
     def _progress(self, name: str) -> NodeProgress | None:
@@ -565,6 +616,10 @@ def _policy(spec: UpgradePlanSpec) -> RolloutPolicy:
 def _record(draft: Draft, before: NodeProgress, after: NodeProgress) -> None:
     if draft.nodes.get(before.name) == before:
         draft.nodes[after.name] = after
+
+
+def _put(draft: Draft, record: NodeProgress) -> None:
+    draft.nodes[record.name] = record
 
 
 def _release(draft: Draft, name: str, expected: NodeProgress | None = None) -> None:

@@ -11,16 +11,17 @@ Order: the status first, then the records. A slot is in the ledger before its no
 says the node was claimed, and the worker starts only once both are stored.
 
 A change whose loss in a restart is harmless (``statemachine.deferrable``: the resumed worker
-repeats an idempotent check and gets there again) is ``stage``d instead: the engine sees it at
-once, and it is written with the next write or within ``DEFER_S``, whichever comes first. Most
-are overtaken by the node's next durable change and cost no request of their own.
+repeats an idempotent check and gets there again), and a slot's first record, are ``stage``d
+instead: the engine sees them at once, and they are written with the node's next commit or
+within ``DEFER_S``, whichever comes first. Most are overtaken by the node's next durable change,
+or ride on the cordon's own write (``commit(on_node=...)``), and cost no request of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from nodeos.core import records
@@ -75,7 +76,8 @@ class StatusStore:
         # Staged changes: the records as the engine sees them before they are written, and
         # the mutations that write them (in order, ahead of the next commit's)
         self._staged: dict[str, NodeProgress] = {}
-        self._deferred: list[tuple[Mutation, NodeProgress]] = []
+        self._deferred: dict[str, list[tuple[Mutation, NodeProgress]]] = {}
+        self._deferred_since: dict[str, float] = {}  # each node's oldest, in loop time
         self._deferred_writer: asyncio.Task[None] | None = None
 
     async def load(self) -> dict[str, Any]:
@@ -89,8 +91,9 @@ class StatusStore:
             return await self._load()
 
     async def _load(self) -> dict[str, Any]:
-        self._staged.clear()  # what was not written is redone by the resumed workers
-        self._deferred.clear()
+        # Staged changes are kept: the workers that made them still run on them, and a slot's
+        # first record may be on its way to the Node with the cordon. A restarted engine has
+        # none (the resumed workers redo what was lost).
         body = await self.kube.get_plan(self.name)
         found = await self.kube.nodes_annotated(self._key)
         stored = self._read_plan(body)
@@ -116,42 +119,70 @@ class StatusStore:
         self.annotations = dict(body["metadata"].get("annotations") or {})
         return UpgradePlanStatus.model_validate(body.get("status") or {})
 
+    def annotation(self, record: NodeProgress) -> dict[str, str]:
+        """The Node annotation that stores ``record`` (for a write made by someone else)."""
+        return {self._key: records.encode(record, self.uid)}
+
     def staged(self, name: str) -> NodeProgress | None:
         """The node's staged record, if a change to it waits to be written."""
         return self._staged.get(name)
 
     def stage(self, mutate: Mutation, record: NodeProgress) -> None:
-        """Makes ``record`` visible now and writes it (``mutate``) later: see the module."""
+        """Makes ``record`` visible now and writes it (``mutate``) later: see the module.
+
+        Only a commit for the same node (or ``DEFER_S``) takes it: other nodes' commits, which
+        at scale come every few milliseconds, would otherwise write it at once.
+        """
+        loop = asyncio.get_running_loop()
         self._staged[record.name] = record
-        self._deferred.append((mutate, record))
+        self._deferred.setdefault(record.name, []).append((mutate, record))
+        self._deferred_since.setdefault(record.name, loop.time())
         if self._deferred_writer is None or self._deferred_writer.done():
             self._deferred_writer = asyncio.create_task(self._write_deferred())
 
     async def _write_deferred(self) -> None:
-        await asyncio.sleep(DEFER_S)
-        if self._deferred:
-            with contextlib.suppress(Exception):  # a failed write drops what it staged
-                await self.commit(_unchanged)
+        """Writes each node's staged changes once the oldest has waited ``DEFER_S``."""
+        loop = asyncio.get_running_loop()
+        while self._deferred_since:
+            oldest = min(self._deferred_since.values())
+            await asyncio.sleep(max(0.0, oldest + DEFER_S - loop.time()))
+            now = loop.time()
+            due = [name for name, since in self._deferred_since.items() if since + DEFER_S <= now]
+            if due:
+                with contextlib.suppress(Exception):  # a failed write drops what it staged
+                    await self.commit(_unchanged, nodes=due)
 
-    async def commit(self, mutate: Mutation) -> UpgradePlanStatus:
+    async def commit(
+        self,
+        mutate: Mutation,
+        *,
+        nodes: Iterable[str] | None = (),
+        on_node: NodeProgress | None = None,
+    ) -> UpgradePlanStatus:
         """Applies ``mutate`` and returns once it is stored (resourceVersion-guarded).
 
         Changes that arrive while a write is in flight are stored together by the next write,
         in arrival order, so many workers cost few writes; each caller still waits for its own
         change to be durable. The in-memory copy changes only once the write succeeded.
+        ``nodes``: the nodes whose records ``mutate`` may read (None: all); their staged
+        changes (which happened before) are applied first. ``on_node``: a record ``mutate``
+        puts in place that is on its Node already (a cordon or uncordon carried it), so it is
+        not written again; it counts as stored only in the write that takes it in, so no
+        other write, made from a copy without it, takes it for a change to undo.
         """
         done: asyncio.Future[UpgradePlanStatus] = asyncio.get_running_loop().create_future()
-        self._take_deferred()
-        self._pending.append((mutate, done))
+        self._take_deferred(nodes)
+        self._pending.append((mutate if on_node is None else _OnNode(mutate, on_node), done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await done
 
-    def _take_deferred(self) -> None:
-        """Queues the staged mutations ahead of whatever comes next (they happened before)."""
-        for mutate, record in self._deferred:
-            self._pending.append((_Staged(mutate, record), None))
-        self._deferred.clear()
+    def _take_deferred(self, nodes: Iterable[str] | None) -> None:
+        """Queues these nodes' staged mutations ahead of what comes next (they came before)."""
+        for name in list(self._deferred) if nodes is None else nodes:
+            for mutate, record in self._deferred.pop(name, ()):
+                self._pending.append((_Staged(mutate, record), None))
+            self._deferred_since.pop(name, None)
 
     async def close(self) -> None:
         """Stops the writers; changes not yet stored are dropped (their callers are gone)."""
@@ -168,7 +199,7 @@ class StatusStore:
                 try:
                     status = await self._write([mutate for mutate, _ in batch])
                 except Exception as error:  # every waiter of this batch learns it failed
-                    self._unstage(batch)  # the engine goes on from what is stored
+                    self._defer_again(batch)  # still meant: written with the next try
                     for _, done in batch:
                         if done is not None and not done.done():
                             done.set_exception(error)
@@ -177,6 +208,21 @@ class StatusStore:
                 for _, done in batch:
                     if done is not None and not done.done():
                         done.set_result(status)
+
+    def _defer_again(
+        self, batch: list[tuple[Mutation, asyncio.Future[UpgradePlanStatus] | None]]
+    ) -> None:
+        """Puts a failed batch's staged changes back, ahead of any staged since, for later."""
+        now = asyncio.get_running_loop().time()
+        again: dict[str, list[tuple[Mutation, NodeProgress]]] = {}
+        for mutate, _ in batch:
+            if isinstance(mutate, _Staged):
+                again.setdefault(mutate.record.name, []).append((mutate.mutate, mutate.record))
+        for name, changes in again.items():
+            self._deferred[name] = changes + self._deferred.get(name, [])
+            self._deferred_since[name] = now  # not at once: the API may be away
+        if again and (self._deferred_writer is None or self._deferred_writer.done()):
+            self._deferred_writer = asyncio.create_task(self._write_deferred())
 
     def _unstage(
         self, batch: list[tuple[Mutation, asyncio.Future[UpgradePlanStatus] | None]]
@@ -210,6 +256,11 @@ class StatusStore:
             draft = Draft(self.status)
             for mutate in mutations:
                 mutate(draft)
+            for mutate in mutations:
+                if isinstance(mutate, _OnNode) and draft.nodes.get(mutate.record.name) is (
+                    mutate.record
+                ):
+                    self._stored[mutate.record.name] = mutate.record
             status = draft.to_status()
             if status == self.status:
                 return status
@@ -278,6 +329,17 @@ class StatusStore:
 
 class _Staged:
     """A staged mutation, with the record it stages (unstaged once written, or failed)."""
+
+    def __init__(self, mutate: Mutation, record: NodeProgress) -> None:
+        self.mutate = mutate
+        self.record = record
+
+    def __call__(self, draft: Draft) -> None:
+        self.mutate(draft)
+
+
+class _OnNode:
+    """A mutation putting in place a record that is on its Node already."""
 
     def __init__(self, mutate: Mutation, record: NodeProgress) -> None:
         self.mutate = mutate

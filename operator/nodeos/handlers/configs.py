@@ -7,10 +7,9 @@ from typing import Any
 
 import kopf
 
-from nodeos.core.nodes import NodeView, matches
+from nodeos.core.nodes import matches
 from nodeos.engine.fleet import ConfigController, forget_inventory
-from nodeos.handlers.nodes import node_snapshots, snapshot
-from nodeos.handlers.plans import wake_on_stop
+from nodeos.handlers.plans import until_nodes_listed, wake_on_stop
 
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "nodeosconfigs"
 
@@ -20,9 +19,9 @@ async def nodeosconfig_controller(
     name: str, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any, **kwargs: Any
 ) -> None:
     """Keeps the config's inventory current and its nodes in the desired state."""
-    node_views: kopf.Index[str, NodeView] = kwargs["node_views"]
+    await until_nodes_listed(memo, stopped)
     controller = ConfigController(
-        name, uid, memo.deps, nodes=node_snapshots(memo, node_views), body=lambda: body
+        name, uid, memo.deps, nodes=lambda: memo.node_watch.views, body=lambda: body
     )
     memo.rollouts[f"nodeosconfig/{name}"] = controller
     waker = asyncio.create_task(wake_on_stop(stopped, controller.wake))
@@ -40,7 +39,7 @@ async def nodeosconfig_deleted(name: str, spec: kopf.Spec, memo: Any, **kwargs: 
     The plan's own deletion handler uncordons what it cordoned.
     """
     await memo.deps.kube.delete_plan(f"{name}-rollout")
-    node_views: kopf.Index[str, NodeView] = kwargs["node_views"]
+    await memo.node_watch.ready.wait()
     selector = dict(spec.get("nodeSelector") or {})
-    nodes = [n for n, view in snapshot(node_views).items() if matches(selector, view.labels)]
+    nodes = [n for n, view in memo.node_watch.views.items() if matches(selector, view.labels)]
     await forget_inventory(memo.deps.kube, name, nodes)

@@ -17,7 +17,6 @@ from nodeos.config import OperatorConfig
 from nodeos.engine import metrics
 from nodeos.engine.rollout import EngineDeps
 from nodeos.engine.routing import Routing
-from nodeos.handlers.nodes import NodeSnapshots
 from nodeos.models.common import parse_duration
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.ports.kube import KubeApiError, NotFoundError
@@ -90,7 +89,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.api_client = api
     memo.osapi = osapi
     memo.rollouts = {}
-    memo.node_snapshots = NodeSnapshots()  # on the operator's memo: every copy shares it
     kube = KubeClient(api)
 
     async def osapi_for(access: OsApiAccess) -> tuple[TalosClient, Routing]:
@@ -145,7 +143,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Closes the OS API connections."""
+    """Closes the OS API connections, and sets the operator's stop flag.
+
+    kopf replaces our SIGTERM handler with its own, which does not set the stop flag; kopf
+    would then wait 5 s for the task that waits on the flag before it exits.
+    """
+    stop = getattr(memo, "stop", None)
+    if stop is not None:
+        stop.set()
     osapi = getattr(memo, "osapi", None)
     if osapi is not None:
         await osapi.close()

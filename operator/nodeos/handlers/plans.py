@@ -7,12 +7,10 @@ from typing import Any
 
 import kopf
 
-from nodeos.core.nodes import NodeView
 from nodeos.core.planner import PlanRef, plan_ref
 from nodeos.engine.deletion import EngineStillRunningError, release_deleted_plan
 from nodeos.engine.report import forget_plan
 from nodeos.engine.rollout import PlanRollout
-from nodeos.handlers.nodes import node_snapshots
 
 GROUP, VERSION, PLURAL = "nodeos.dev", "v1alpha1", "upgradeplans"
 
@@ -32,14 +30,17 @@ async def upgradeplan_engine(
     memo: Any,
     **kwargs: Any,
 ) -> None:
-    """Runs the plan's engine until the plan is deleted or the operator stops."""
-    node_views: kopf.Index[str, NodeView] = kwargs["node_views"]
+    """Runs the plan's engine until the plan is deleted or the operator stops.
+
+    It starts once the Node watch has listed every Node: no step plans on part of the fleet.
+    """
     plans: kopf.Index[str, PlanRef] = kwargs["plan_refs"]
+    await until_nodes_listed(memo, stopped)
     rollout = PlanRollout(
         name,
         uid,
         memo.deps,
-        nodes=node_snapshots(memo, node_views),
+        nodes=lambda: memo.node_watch.views,
         body=lambda: body,
         plans=lambda: [ref for store in plans.values() for ref in store],
     )
@@ -50,6 +51,17 @@ async def upgradeplan_engine(
     finally:
         waker.cancel()
         memo.rollouts.pop(name, None)
+
+
+async def until_nodes_listed(memo: Any, stopped: kopf.DaemonStopped) -> None:
+    """Waits for the Node watch's first list (or for kopf to stop the daemon)."""
+    listed = asyncio.ensure_future(memo.node_watch.ready.wait())
+    stopping = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait([listed, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        listed.cancel()
+        stopping.cancel()
 
 
 async def wake_on_stop(stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -92,12 +93,28 @@ class KubeApi(Protocol):
         """Removes one annotation from the plan."""
         ...
 
-    async def cordon(self, node: str, owner: str) -> Cordon:
-        """Cordons and marks the node, unless someone else cordoned it already."""
+    async def cordon(
+        self,
+        node: str,
+        owner: str,
+        annotations: Mapping[str, str] | None = None,
+        seen_version: str | None = None,
+    ) -> Cordon:
+        """Cordons and marks the node, unless someone else cordoned it already.
+
+        ``annotations`` are set in the same write, and only if the cordon is ours.
+        ``seen_version``: a resourceVersion at which the caller saw the node free to cordon,
+        which may spare the adapter a read.
+        """
         ...
 
-    async def uncordon(self, node: str, owner: str) -> bool:
-        """Uncordons only if ``owner`` cordoned it; True when it did."""
+    async def uncordon(
+        self, node: str, owner: str, annotations: Mapping[str, str] | None = None
+    ) -> bool:
+        """Uncordons only if ``owner`` cordoned it; True when it did.
+
+        ``annotations`` are set in the same write, and only if it uncordons.
+        """
         ...
 
     async def cordoned_nodes(self, owner: str) -> list[str]:

@@ -60,9 +60,19 @@ class NodeDriver:
         self._following = False
 
     async def start(self) -> None:
-        """Registers or updates every Node, then follows the fleet's transitions."""
-        for node in self.fleet.nodes.values():
-            await asyncio.to_thread(self._ensure_node, node)
+        """Registers or updates every Node (many at once), then follows the fleet's transitions."""
+        loop = asyncio.get_running_loop()
+        nodes = list(self.fleet.nodes.values())
+        done = 0
+
+        async def ensure(node: SimulatedNode) -> None:
+            nonlocal done
+            await loop.run_in_executor(self._threads, self._ensure_node, node)
+            done += 1
+            if done % 500 == 0 and done < len(nodes):
+                print(f"[simulator] {done}/{len(nodes)} Nodes registered", flush=True)
+
+        await asyncio.gather(*(ensure(node) for node in nodes))
         self.fleet.listeners.append(self._enqueue)
         self._following = True
 
