@@ -325,11 +325,33 @@ def outdated(record: NodeProgress, node: NodeView, spec: UpgradePlanSpec) -> boo
     return record.reason == "AlreadyUpToDate" and not is_current(spec, node)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The nodes a plan selects, with what the check before each cordon needs of them.
+
+    Made once per change of the nodes (``of``), so the checks before hundreds of cordons do
+    not each walk the whole fleet.
+    """
+
+    nodes: Mapping[str, NodeView]
+    control_planes: tuple[NodeView, ...]
+    unavailable: frozenset[str]
+
+    @staticmethod
+    def of(nodes: Mapping[str, NodeView]) -> Selection:
+        """The selection of these (already selected) nodes."""
+        return Selection(
+            nodes=nodes,
+            control_planes=tuple(n for n in nodes.values() if n.control_plane),
+            unavailable=frozenset(n.name for n in nodes.values() if n.unavailable),
+        )
+
+
 def still_fits(
     spec: UpgradePlanSpec,
     name: str,
     in_flight: Sequence[str],
-    nodes: Sequence[NodeView],
+    selection: Selection,
     progress: Mapping[str, NodeProgress],
 ) -> str | None:
     """Why cordoning ``name`` now would break the plan's rules, or None when it still fits.
@@ -338,26 +360,26 @@ def still_fits(
     unreachable meanwhile) after others went out of service, or after a retry sent a control
     plane back to pending: checked again just before.
     """
-    # the nodes order_nodes would take, unsorted: this runs before every cordon
     excluded = spec.strategy.control_plane.ordering == "Exclude"
-    ordered = [node for node in nodes if not (excluded and node.control_plane)]
-    me = next((node for node in ordered if node.name == name), None)
-    if me is None:
+    me = selection.nodes.get(name)
+    if me is None or (excluded and me.control_plane):
         return None
     if not me.control_plane and spec.strategy.control_plane.ordering == "First":
         ahead = sorted(
             n.name
-            for n in ordered
-            if n.control_plane
-            and not is_current(spec, n)
-            and progress.get(n.name, _PENDING).phase not in TERMINAL
+            for n in selection.control_planes
+            if not is_current(spec, n) and progress.get(n.name, _PENDING).phase not in TERMINAL
         )
         if ahead:
             return f"control-plane node(s) {', '.join(ahead[:3])} go first and are not done"
     if me.unavailable:
         return None  # already out of service: cordoning it disrupts nothing more
-    budget = max_unavailable(spec.strategy.max_unavailable, len(ordered))
-    out = {n.name for n in ordered if n.unavailable} | set(in_flight)
+    taken = len(selection.nodes) - (len(selection.control_planes) if excluded else 0)
+    budget = max_unavailable(spec.strategy.max_unavailable, taken)
+    unavailable = selection.unavailable
+    if excluded:
+        unavailable = unavailable - {n.name for n in selection.control_planes}
+    out = set(unavailable) | set(in_flight)
     out.discard(name)
     if len(out) + 1 <= budget:
         return None

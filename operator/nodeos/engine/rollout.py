@@ -17,7 +17,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +128,8 @@ class PlanRollout:
         self.reader = PlanReader(body)
         self._event_budget = EventBudget()
         self._planning_s = 0.0  # time the current step spent in the planner (on the loop)
+        self._nodes_version = 0  # node views changed (node_moved)
+        self._selection_cache: tuple[Mapping[str, NodeView], Any, planner.Selection] | None = None
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -231,7 +233,7 @@ class PlanRollout:
         if await plan_edits.handle_spec_change(self.store, self.deps.kube, self.name, snap):
             for name in self.store.status.in_flight:
                 self._spawn(name, resumed=True)
-        selected = self._selected(spec)
+        selected = self._selection(spec).nodes
         status = self.store.status
         canary_hold = await plan_edits.canary_hold(
             self.store,
@@ -510,18 +512,20 @@ class PlanRollout:
         """Why the plan's rules no longer allow cordoning the node (checked just before)."""
         if progress.cordoned_by_us is not None:
             return None  # cordoned already in this attempt (or its reply was lost)
-        holder = planner.held_elsewhere(self.name, self.plans(), list(self.nodes().values())).get(
-            progress.name
-        )
-        if holder is not None:
-            return f"UpgradePlan {holder} holds the node"
+        view = self.nodes().get(progress.name)
+        for other in self.plans():
+            if other.name != self.name and (
+                progress.name in other.in_flight
+                or (view is not None and view.cordoned_by == other.name)
+            ):
+                return f"UpgradePlan {other.name} holds the node"
         in_flight = [n for n in self.store.status.in_flight if n != progress.name]
         return planner.still_fits(
             spec,
             progress.name,
             in_flight,
-            list(self._selected(spec).values()),
-            _records(self.store.status, spec),
+            self._selection(spec),
+            _CurrentRecords(self, spec.target.version),
         )
 
     async def _transition(
@@ -576,6 +580,7 @@ class PlanRollout:
 
     def node_moved(self, name: str) -> None:
         """The node's view changed: a check of this node that waits for that runs again."""
+        self._nodes_version += 1
         moved = self._node_moved.get(name)
         if moved is not None:
             moved.set()
@@ -591,6 +596,21 @@ class PlanRollout:
         selector = snap.spec.node_selector.to_api()
         return any(matches(selector, view.labels) for view in (before, after) if view)
 
+    def _selection(self, spec: UpgradePlanSpec) -> planner.Selection:
+        """The selected nodes, made again only when the nodes or the selector changed.
+
+        (The shell's view of the nodes is one dict kept current in place, whose changes are
+        counted by ``node_moved``; a dict made anew, as tests do, is a change too.)
+        """
+        nodes = self.nodes()
+        selector = spec.node_selector.to_api()
+        key = (self._nodes_version, selector)
+        cached = self._selection_cache
+        if cached is None or cached[0] is not nodes or cached[1] != key:
+            selection = planner.Selection.of(self._selected(spec))
+            self._selection_cache = cached = (nodes, key, selection)
+        return cached[2]
+
     def _selected(self, spec: UpgradePlanSpec) -> dict[str, NodeView]:
         selector = spec.node_selector.to_api()
         return {name: node for name, node in self.nodes().items() if matches(selector, node.labels)}
@@ -602,6 +622,27 @@ class PlanRollout:
             if record.retry_at is not None and record.retry_at > now
         ]
         return max(0.05, min([_IDLE_WAKE_S, *upcoming]))
+
+
+class _CurrentRecords(Mapping[str, NodeProgress]):
+    """The records of the plan's current target, looked up one by one (no copy of them all)."""
+
+    def __init__(self, rollout: PlanRollout, target: str | None) -> None:
+        self.rollout = rollout
+        self.target = target
+
+    def __getitem__(self, name: str) -> NodeProgress:
+        record = self.rollout._progress(name)
+        in_flight = self.rollout.store.status.in_flight
+        if record is None or not planner.current(record, self.target, in_flight):
+            raise KeyError(name)
+        return record
+
+    def __iter__(self) -> Iterator[str]:
+        return (record.name for record in self.rollout.store.status.nodes if record.name in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _records(status: UpgradePlanStatus, spec: UpgradePlanSpec) -> dict[str, NodeProgress]:
