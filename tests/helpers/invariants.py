@@ -20,6 +20,14 @@ Checked continuously:
   must move was on it, at most ``installs_per_node`` installs and ``reboots_per_node`` Reboot
   calls per node (an install through the legacy API reboots by itself: no Reboot call).
 
+Placing a call among the watched events is done in the API server's order, not by when the
+events reached the monitor (a busy machine delivers them seconds late): every watched change is
+stamped with its resourceVersion, and a sampler reads the cluster's current resourceVersion
+five times a second, so a call served at time t falls between the last sample answered before
+t and the first sample sent after it. A call is a breach only if the node was uncordoned, or a
+pod that must leave was on it, throughout that window, once the watches have caught up with
+its end. (resourceVersions are compared as numbers: true of the etcd behind this sandbox.)
+
 At the end: no node carries a plan's cordon mark unless the plan reports it failed.
 
 A monitor that cannot keep watching fails the test: ``__exit__`` raises.
@@ -44,7 +52,9 @@ CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
 MARK = "nodeos.dev/cordoned-by"
 INSTALLS = ("machine.LifecycleService/Upgrade", "machine.MachineService/Upgrade")
 REBOOT = "machine.MachineService/Reboot"
-SETTLE_S = 1.0  # watch delivery lag allowed when placing a journal entry among events
+SAMPLE_S = 0.2  # how often the cluster's resourceVersion is sampled to place journal entries
+QUIET_S = 2.0  # a watch with no event for this long has delivered everything before it
+PLACE_S = 30.0  # the longest a journal entry waits for its window's end and the watches
 EXTERNAL_GRACE_S = 2.0  # a change by someone else this recent may not have reached the plan
 
 
@@ -55,8 +65,8 @@ class _NodeState:
     mark: str | None = None
     control_plane: bool = False
     os_image: str = ""
-    # (local receive time, cordoned?) transitions, to place journal entries in time
-    cordons: list[tuple[float, bool]] = field(default_factory=list)
+    # (resourceVersion, cordoned?) transitions, to place journal entries among them
+    cordons: list[tuple[int, bool]] = field(default_factory=list)
 
     @property
     def out(self) -> bool:
@@ -67,8 +77,8 @@ class _NodeState:
 class _PodState:
     node: str | None
     must_leave: bool
-    since: float
-    gone: float | None = None  # deletion requested or deleted (local receive time)
+    since: int  # resourceVersion of the change that placed it on ``node``
+    gone: int | None = None  # resourceVersion of its deletion (requested or done)
 
 
 @dataclass
@@ -100,6 +110,10 @@ class InvariantMonitor:
     _pods: dict[str, _PodState] = field(default_factory=dict)
     _plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     _calls: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    _seen: dict[str, int] = field(default_factory=dict)  # kind -> last resourceVersion handled
+    _heard: dict[str, float] = field(default_factory=dict)  # kind -> when its last event came
+    _samples: list[tuple[float, float, int]] = field(default_factory=list)  # sent, answered, rv
+    _journal_read: int = 0  # bytes of the journal checked
     _external_at: float = 0.0
     _entered_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -140,9 +154,10 @@ class InvariantMonitor:
             thread.start()
             self._threads.append(thread)
         if self.journal is not None:
-            thread = threading.Thread(target=self._tail, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            for target in (self._sample, self._tail):
+                thread = threading.Thread(target=target, args=(core,), daemon=True)
+                thread.start()
+                self._threads.append(thread)
         for started in ready:
             if not started.wait(30):
                 raise AssertionError(f"the invariant monitor could not start: {self.errors}")
@@ -151,7 +166,13 @@ class InvariantMonitor:
         return self
 
     def __exit__(self, *_: object) -> None:
-        time.sleep(SETTLE_S)  # let the last events and journal lines arrive
+        time.sleep(SAMPLE_S * 2)  # let the last journal lines arrive
+        deadline = time.monotonic() + 2 * PLACE_S
+        while self.journal is not None and time.monotonic() < deadline and not self.errors:
+            written = self.journal.stat().st_size if self.journal.exists() else 0
+            if self._journal_read >= written:
+                break
+            time.sleep(0.1)  # every call served is checked before the monitor stops
         self._stop.set()
         for stream in self._watches:
             stream.stop()
@@ -199,9 +220,11 @@ class InvariantMonitor:
                     if event["type"] == "ERROR":
                         raise _GoneError(str(obj))
                     version = _version(obj) or version
-                    if event["type"] == "BOOKMARK":
-                        continue
                     with self._lock:
+                        self._seen[kind] = int(version)
+                        self._heard[kind] = time.monotonic()
+                        if event["type"] == "BOOKMARK":
+                            continue
                         self.events[kind] += 1
                         handle(event["type"], obj)
             except Exception as error:
@@ -230,26 +253,62 @@ class InvariantMonitor:
         with self._lock:
             for item in items:
                 handle("ADDED", item)
+            self._seen[kind] = int(version)
+            self._heard[kind] = time.monotonic()
         return str(version)
 
-    def _tail(self) -> None:
+    def _sample(self, core: client.CoreV1Api) -> None:
+        """Reads the cluster's current resourceVersion every ``SAMPLE_S`` (a consistent list)."""
+        while not self._stop.wait(SAMPLE_S):
+            sent = time.time()
+            try:
+                version = core.list_namespace(limit=1).metadata.resource_version
+            except Exception:  # the API server restarting: the windows just grow
+                continue
+            with self._lock:
+                self._samples.append((sent, time.time(), int(version)))
+
+    def _tail(self, _core: client.CoreV1Api) -> None:
         assert self.journal is not None
-        offset = 0
         while not self._stop.is_set():
             time.sleep(0.05)
             if not self.journal.exists():
                 continue
             with self.journal.open() as lines:
-                lines.seek(offset)
+                lines.seek(self._journal_read)
                 for line in lines:
                     if not line.endswith("\n"):
                         break
-                    offset += len(line.encode())
                     call = json.loads(line)
                     if call["code"] == "OK" and call["method"] in (*INSTALLS, REBOOT):
-                        time.sleep(max(0.0, call["at"] + SETTLE_S - time.time()))
+                        window = self._place(float(call["at"]))
+                        if window is None:
+                            return  # stopping
                         with self._lock:
-                            self._on_call(call)
+                            self._on_call(call, *window)
+                    self._journal_read += len(line.encode())
+
+    def _place(self, at: float) -> tuple[int, int | None] | None:
+        """The resourceVersions around time ``at``, once the Node and Pod watches pass the end.
+
+        The start is the last sample answered before ``at`` (0 if none); the end the first
+        sample sent after it (None if none came within ``PLACE_S``: the window stays open).
+        None when the monitor is stopping.
+        """
+        deadline = time.monotonic() + PLACE_S
+        while True:
+            with self._lock:
+                low = max((rv for _, answered, rv in self._samples if answered <= at), default=0)
+                high = min((rv for sent, _, rv in self._samples if sent >= at), default=None)
+                caught_up = high is not None and all(
+                    self._seen.get(kind, 0) >= high
+                    or time.monotonic() - self._heard.get(kind, 0.0) > QUIET_S
+                    for kind in ("Node", "Pod")
+                )
+            if caught_up or time.monotonic() > deadline:
+                return low, high
+            if self._stop.wait(0.05):
+                return None
 
     # -- events ------------------------------------------------------------------------------
 
@@ -272,7 +331,7 @@ class InvariantMonitor:
         )
         now = time.time()
         if after.unschedulable != before.unschedulable or not before.cordons:
-            after.cordons.append((now, after.unschedulable))
+            after.cordons.append((int(_version(node) or 0), after.unschedulable))
         self._node[name] = after
         self.samples += 1
         if name not in self.nodes:
@@ -321,7 +380,7 @@ class InvariantMonitor:
 
     def _on_pod(self, kind: str, pod: Any) -> None:
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
-        now = time.time()
+        version = int(_version(pod) or 0)
         known = self._pods.get(key)
         gone = kind == "DELETED" or pod.metadata.deletion_timestamp is not None
         gone = gone or pod.status.phase in ("Succeeded", "Failed")
@@ -329,10 +388,10 @@ class InvariantMonitor:
             owners = pod.metadata.owner_references or []
             mirror = "kubernetes.io/config.mirror" in (pod.metadata.annotations or {})
             must_leave = not mirror and not any(o.kind == "DaemonSet" for o in owners)
-            known = _PodState(pod.spec.node_name, must_leave, since=now)
+            known = _PodState(pod.spec.node_name, must_leave, since=version)
             self._pods[key] = known
         if gone and known.gone is None:
-            known.gone = now
+            known.gone = version
         self.samples += 1
 
     def _on_pdb(self, kind: str, pdb: Any) -> None:
@@ -357,7 +416,8 @@ class InvariantMonitor:
         else:
             self._plans[name] = plan
 
-    def _on_call(self, call: dict[str, Any]) -> None:
+    def _on_call(self, call: dict[str, Any], low: int, high: int | None) -> None:
+        """Checks a call served between resourceVersions ``low`` and ``high`` (None: open)."""
         node, at = call["node"], float(call["at"])
         what = "install" if call["method"] in INSTALLS else "reboot"
         self.samples += 1
@@ -368,16 +428,19 @@ class InvariantMonitor:
         if self._calls[(node, what)] > bound:
             self._violate(f"{node}: {self._calls[(node, what)]} {what} calls")
         state = self._node.get(node)
-        if state is None or not _cordoned_at(state.cordons, at):
-            self._violate(f"{what} of {node} at {at:.2f}, which was not cordoned")
-        if self.drained:
+        if state is None or not _cordoned_within(state.cordons, low, high):
+            self._violate(
+                f"{what} of {node} at {at:.2f} (resourceVersion {low}..{high}), "
+                "which was not cordoned"
+            )
+        if self.drained and high is not None:
             left = [
                 key
                 for key, pod in self._pods.items()
                 if pod.node == node
                 and pod.must_leave
-                and pod.since <= at - SETTLE_S
-                and (pod.gone is None or pod.gone > at + SETTLE_S)
+                and pod.since <= low
+                and (pod.gone is None or pod.gone > high)
             ]
             if left:
                 self._violate(f"{what} of {node} with pods still on it: {left}")
@@ -387,6 +450,11 @@ class InvariantMonitor:
     def _violate(self, what: str) -> None:
         """Record a breach with when it was seen, counted from the monitor's start."""
         self.violations.append(f"+{time.monotonic() - self._entered_at:.1f}s {what}")
+
+    def calls_checked(self, what: str) -> int:
+        """How many of the simulator's calls (``install`` or ``reboot``) have been checked."""
+        with self._lock:
+            return sum(n for (_, kind), n in self._calls.items() if kind == what)
 
     def _out(self, name: str) -> bool:
         state = self._node.get(name)
@@ -448,12 +516,15 @@ def _version(obj: Any) -> str | None:
     return getattr(metadata, "resource_version", None) if metadata is not None else None
 
 
-def _cordoned_at(transitions: list[tuple[float, bool]], at: float) -> bool:
-    """Whether the node was cordoned at ``at`` (with the watch's delivery lag allowed for)."""
+def _cordoned_within(transitions: list[tuple[int, bool]], low: int, high: int | None) -> bool:
+    """Whether the node was cordoned at some point between resourceVersions ``low`` and ``high``.
+
+    ``transitions`` are in resourceVersion order; ``high`` None leaves the window open.
+    """
     state = False
-    for when, cordoned in transitions:
-        if when > at + SETTLE_S:
-            break
-        if when <= at or cordoned:
+    for version, cordoned in transitions:
+        if version <= low:
             state = cordoned
+        elif high is None or version <= high:
+            state = state or cordoned
     return state
