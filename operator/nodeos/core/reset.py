@@ -5,7 +5,9 @@ Records of nodes in flight stay: those nodes finish under the new spec. A record
 did not reach the Node), that is pending, or that speaks of another target starts afresh. If
 the node may still carry our cordon, the record goes back to Pending inside the in-flight
 ledger, so its worker takes the cordon off (guarded by our mark) before the node is planned
-again; otherwise the record is dropped and the planner sees the node as new.
+again; otherwise the record is dropped and the planner sees the node as new. A Done record
+never leaves our cordon behind (Done is reached by the uncordon): after a retarget, finished
+nodes are planned again within the budget, not put in the ledger all at once.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def after_change(
         again = record.phase in FAILED or record.phase == "Pending"
         if not again and current(record, target, in_flight):
             continue
-        if record.cordoned_by_us is not False:
+        if record.cordoned_by_us is not False and record.phase != "Done":
             records[name] = replace(
                 record, phase="Pending", attempt=None, interrupted=None, retry_at=None
             )
