@@ -22,6 +22,7 @@ from nodeos.ports.kube import (
     KubeApiError,
     NodeHealth,
     NotFoundError,
+    PodListing,
     PodView,
 )
 from nodeos.ports.osapi import (
@@ -116,13 +117,13 @@ class FakeKube:
     async def node_health(self, node: str) -> NodeHealth:
         return NodeHealth(ready=True, boot_id="")
 
-    async def pods_on(self, node: str) -> list[PodView]:
+    async def pods_on(self, node: str) -> PodListing:
         if self.fail_pods_on_once:
             self.fail_pods_on_once = False
             raise RuntimeError("API server hiccup (injected)")
-        return []
+        return PodListing([], "1")
 
-    async def binds_pending(self) -> bool:
+    async def binds_pending(self, version: str) -> bool:
         return False
 
     async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:

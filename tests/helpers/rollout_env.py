@@ -89,14 +89,27 @@ class Env:
         return self.plan(name)
 
     def pod_states(self) -> list[str]:
-        """Each workload pod's node, phase and readiness: what a stuck drain is waiting for."""
+        """Each workload pod's node, phase and readiness: what a stuck drain is waiting for.
+
+        With when it was created and became (not) Ready, and who last wrote its status.
+        """
         states = []
         for pod in self.core.list_namespaced_pod(self.namespace).items:
-            ready = [c.status for c in pod.status.conditions or [] if c.type == "Ready"]
+            ready = [
+                f"{c.status}@{c.last_transition_time:%H:%M:%S}"
+                for c in pod.status.conditions or []
+                if c.type == "Ready" and c.last_transition_time is not None
+            ]
             gone = " terminating" if pod.metadata.deletion_timestamp else ""
+            writers = [
+                f"{m.manager}@{m.time:%H:%M:%S}"
+                for m in pod.metadata.managed_fields or []
+                if m.subresource == "status" and m.time is not None
+            ]
             states.append(
                 f"{pod.metadata.name} on {pod.spec.node_name} {pod.status.phase} "
-                f"ready={ready}{gone}"
+                f"ready={ready}{gone}; created {pod.metadata.creation_timestamp:%H:%M:%S}; "
+                f"status by {writers}"
             )
         return states
 

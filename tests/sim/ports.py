@@ -30,6 +30,7 @@ from nodeos.ports.kube import (
     KubeApiError,
     NodeHealth,
     NotFoundError,
+    PodListing,
     PodView,
 )
 from nodeos.ports.osapi import (
@@ -127,6 +128,8 @@ class SimKube:
         self.faults = _Faults(rates, rng, world, life)
         self.rates = rates
         self.requests = 0
+        # listing version -> whether pods waited for binding then (the API server's history)
+        self._pending_at: dict[str, bool] = {}
 
     async def _call(self, *, mutating: bool, method: str = "", node: str = "") -> str:
         self.requests += 1
@@ -226,8 +229,13 @@ class SimKube:
         sim = self.world.nodes[node]
         return NodeHealth(ready=sim.ready, boot_id=sim.reported_boot_id)
 
-    async def pods_on(self, node: str) -> list[PodView]:
+    async def pods_on(self, node: str) -> PodListing:
         self._reply(await self._call(mutating=False, method="pods_on", node=node))
+        version = str(len(self._pending_at) + 1)
+        self._pending_at[version] = self.world.binds_pending()
+        return PodListing(self._pod_views(node), version)
+
+    def _pod_views(self, node: str) -> list[PodView]:
         return [
             PodView(
                 namespace="default",
@@ -242,9 +250,9 @@ class SimKube:
             for pod in self.world.pods_on(node)
         ]
 
-    async def binds_pending(self) -> bool:
+    async def binds_pending(self, version: str) -> bool:
         self._reply(await self._call(mutating=False))
-        return self.world.binds_pending()
+        return self._pending_at[version]
 
     async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:
         fate = await self._call(mutating=True, method="evict")

@@ -45,6 +45,7 @@ from nodeos.ports.kube import (
     KubeApiError,
     NodeHealth,
     NotFoundError,
+    PodListing,
     PodView,
 )
 
@@ -230,17 +231,31 @@ class KubeClient:
         boot_id = str((status.get("nodeInfo") or {}).get("bootID") or "")
         return NodeHealth(ready=ready, boot_id=boot_id)
 
-    async def pods_on(self, node: str) -> list[PodView]:
-        """Every pod bound to ``node``."""
+    async def pods_on(self, node: str) -> PodListing:
+        """Every pod bound to ``node`` (a consistent read), with the list's resourceVersion."""
         pods = await self._run(
             self._json, "GET", "/api/v1/pods", {"fieldSelector": f"spec.nodeName={node}"}
         )
-        return [_pod_view(pod) for pod in pods.get("items") or []]
+        return PodListing(
+            [_pod_view(pod) for pod in pods.get("items") or []],
+            str((pods.get("metadata") or {}).get("resourceVersion") or ""),
+        )
 
-    async def binds_pending(self) -> bool:
-        """Lists at most one pending pod without a node."""
+    async def binds_pending(self, version: str) -> bool:
+        """Lists at most one pending pod without a node, exactly as of ``version``.
+
+        A version the API server no longer serves (410, compacted) answers True: the drain
+        then looks again after the settle time, as for a pod waiting to be bound.
+        """
         query = {"fieldSelector": "spec.nodeName=,status.phase=Pending", "limit": "1"}
-        pods = await self._run(self._json, "GET", "/api/v1/pods", query)
+        if version:
+            query |= {"resourceVersion": version, "resourceVersionMatch": "Exact"}
+        try:
+            pods = await self._run(self._json, "GET", "/api/v1/pods", query)
+        except KubeApiError as error:
+            if error.status == 410:
+                return True
+            raise
         return bool(pods.get("items"))
 
     async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:

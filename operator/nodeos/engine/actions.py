@@ -270,10 +270,10 @@ async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
             )
     problem = None
     boot_id = await ctx.osapi.boot_id(ctx.target)
-    seen = ctx.node
-    if ctx.view_is_recent and (not seen.ready or (seen.boot_id and seen.boot_id != boot_id)):
-        # The watched Node does not show this boot Ready yet; it may lag, but the worker checks
-        # again when it changes. Passing always takes a fresh read.
+    seen = ctx.view() or ctx.node
+    if ctx.view_is_recent:
+        # The Node as watched now: what the API server last said. Not Ready on this boot yet,
+        # the worker checks again when it changes; a wait that timed out reads it afresh.
         health = NodeHealth(ready=seen.ready, boot_id=seen.boot_id)
     else:
         health = await ctx.kube.node_health(ctx.node.name)

@@ -1,7 +1,9 @@
 """One drain round: evict every pod that should leave the node, report what is left.
 
 A round that finds nothing to move also says whether the scheduler still had pods to bind: one
-it placed on the node just before the cordon may yet land there.
+it placed on the node just before the cordon may yet land there. Both answers come from the same
+moment (the pending pods are read at the listing's resourceVersion), so such a pod is either
+listed or seen waiting: two reads, where reading "now" would need a third.
 
 Which pods must leave is ``core.pods.must_leave``. Evictions go through the Eviction API, so
 PodDisruptionBudgets decide; a forced round deletes what eviction could not move.
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from nodeos.core.pods import must_leave
 from nodeos.models.common import parse_duration
 from nodeos.models.rollout import DrainPolicy
-from nodeos.ports.kube import Eviction, KubeApi, KubeApiError, PodView
+from nodeos.ports.kube import Eviction, KubeApi, KubeApiError
 
 
 @dataclass(frozen=True)
@@ -44,17 +46,13 @@ async def drain_round(
         int(parse_duration(policy.grace_period).total_seconds()) if policy.grace_period else None
     )
 
-    async def to_move() -> list[PodView]:
-        return [pod for pod in await kube.pods_on(node) if must_leave(pod, policy, own_pod)]
-
-    pods = await to_move()
+    listing = await kube.pods_on(node)
+    pods = [pod for pod in listing.pods if must_leave(pod, policy, own_pod)]
     if not pods:
-        # Asked in this order, a pod the scheduler placed here before the cordon is either
-        # still unbound (seen as pending) or already bound (seen by the second listing).
-        binds_pending = await kube.binds_pending()
-        pods = await to_move()
-        if not pods:
-            return DrainRound(remaining=0, blocked_by=(), binds_pending=binds_pending)
+        # At the listing's version, a pod the scheduler placed here before the cordon is
+        # either bound (and listed) or still waiting to be bound (pending).
+        binds_pending = await kube.binds_pending(listing.version)
+        return DrainRound(remaining=0, blocked_by=(), binds_pending=binds_pending)
     blocked: list[str] = []
     for pod in pods:
         if pod.terminating:

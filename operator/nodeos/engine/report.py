@@ -114,7 +114,9 @@ def _eta(
     return eta.replace(second=0, microsecond=0)
 
 
-MILESTONES = frozenset({"Cordoning", "Rebooting", "Done"})
+# The reboot is left out: the kubelet posts its own Event (Rebooted) when it comes back with a
+# new boot ID, on the same Node.
+MILESTONES = frozenset({"Cordoning", "Done"})
 
 
 async def announce(
@@ -129,7 +131,7 @@ async def announce(
     """Logs a node's phase change, and posts milestones and warnings as Events.
 
     Each goes on the Node, and on the plan if ``on_plan(warning)`` (the plan's Event budget,
-    ``core.events``). Milestones (``MILESTONES``: cordoned, rebooting, done) are what a person
+    ``core.events``). Milestones (``MILESTONES``: started, done) are what a person
     reading ``kubectl describe node`` needs; the steps between them are in the log and the
     node's record, and posting them too would double a rollout's API requests. A lost Event is
     logged.

@@ -31,7 +31,7 @@ from nodeos.ports.kube import ConflictError, KubeApi, NotFoundError
 Mutation = Callable[["Draft"], None]
 _MAX_CONFLICTS = 10
 _PARALLEL_RECORD_WRITES = 16
-DEFER_S = 2.0
+DEFER_S = 5.0  # long enough for a Verify to end with the uncordon that carries Done
 
 
 class Draft:

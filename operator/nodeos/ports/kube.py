@@ -45,6 +45,14 @@ class PodView:
 
 
 @dataclass(frozen=True)
+class PodListing:
+    """The pods bound to a node, and the cluster's resourceVersion they were read at."""
+
+    pods: list[PodView]
+    version: str
+
+
+@dataclass(frozen=True)
 class NodeHealth:
     """What the kubelet last reported for a Node, read fresh from the API."""
 
@@ -125,12 +133,15 @@ class KubeApi(Protocol):
         """The node's Ready condition and boot ID, read fresh."""
         ...
 
-    async def pods_on(self, node: str) -> list[PodView]:
-        """Every pod bound to the node."""
+    async def pods_on(self, node: str) -> PodListing:
+        """Every pod bound to the node, with the version read at."""
         ...
 
-    async def binds_pending(self) -> bool:
-        """Whether any pod in the cluster still waits for the scheduler to bind it."""
+    async def binds_pending(self, version: str) -> bool:
+        """Whether any pod in the cluster waited for the scheduler to bind it at ``version``.
+
+        ``version`` is a ``PodListing``'s: both answers describe the same moment.
+        """
         ...
 
     async def evict(self, pod: PodView, grace_seconds: int | None) -> EvictionOutcome:
