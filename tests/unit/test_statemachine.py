@@ -149,6 +149,16 @@ def test_an_empty_round_soon_after_the_cordon_is_checked_again_while_binds_are_p
     assert sm.after(early, sm.Action("Drain"), empty, c, settled).phase == "Upgrading"
 
 
+def test_an_empty_round_is_judged_by_when_it_listed_not_when_its_slow_answer_came() -> None:
+    c = ctx(drain={"settle": "2s"})
+    p = at("Draining", deadline=LATER)
+    listed_early = sm.Result(
+        remaining_pods=0, binds_pending=True, listed_at=NOW + datetime.timedelta(seconds=1)
+    )
+    late = NOW + datetime.timedelta(seconds=5)  # the pending check took 4 s (fault seed 393)
+    assert sm.after(p, sm.Action("Drain"), listed_early, c, late).phase == "Draining"
+
+
 @pytest.mark.parametrize(("settle", "binds_pending"), [("2s", False), ("0s", True), ("0s", False)])
 def test_the_first_empty_round_counts_when_nothing_can_land_or_settle_is_off(
     settle: str, binds_pending: bool

@@ -72,6 +72,7 @@ class Result:
     cordoned_by_us: bool | None = None
     remaining_pods: int = 0
     binds_pending: bool = False  # Drain: found the node empty while pods awaited binding
+    listed_at: datetime.datetime | None = None  # Drain: when the round began listing the pods
     reboot_requested: bool = False  # Install (reboots by itself), Reboot, Rollback
     unconfirmed: bool = False  # Install: the call's outcome is unknown
     unhealthy: bool = False  # Verify: back on the target version but not healthy
@@ -312,7 +313,7 @@ def _after_drain(
         result.remaining_pods == 0
         and result.binds_pending
         and not action.force
-        and _settling(progress, ctx, now)
+        and _settling(progress, ctx, result.listed_at or now)
     ):
         return replace(
             progress,
@@ -391,15 +392,16 @@ def _drain_outlives_error(progress: NodeProgress, ctx: Context, now: datetime.da
     return ctx.policy.drain.on_timeout != "Fail" and (node_deadline is None or now < node_deadline)
 
 
-def _settling(progress: NodeProgress, ctx: Context, now: datetime.datetime) -> bool:
-    """Whether an empty drain round came too soon after the cordon to be trusted.
+def _settling(progress: NodeProgress, ctx: Context, listed_at: datetime.datetime) -> bool:
+    """Whether an empty drain round looked too soon after the cordon to be trusted.
 
     The scheduler binds asynchronously: while it has pods to bind, one it placed on the node
     just before the cordon can be bound just after a round found the node empty, and would then
-    be rebooted unevicted.
+    be rebooted unevicted. The round is judged by when it listed the pods, not when it ended (a
+    slow answer about the pending pods is still about that moment: fault seed 393).
     """
     settle = parse_duration(ctx.policy.drain.settle)
-    return progress.since is not None and now < progress.since + settle
+    return progress.since is not None and listed_at < progress.since + settle
 
 
 def fail(

@@ -8,6 +8,7 @@ unreachable) come back as transient results, never as failures.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class NodeContext:
     view_is_recent: bool = True
     ride: RecordRide | None = None  # Cordon, Uncordon: the next record goes with the write
     view: Callable[[], NodeView | None] = lambda: None  # the node as watched now
+    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
 
 
 async def perform(action: Action, progress: NodeProgress, ctx: NodeContext) -> Result:
@@ -132,6 +134,7 @@ async def _cordon(ctx: NodeContext) -> Result:
 
 
 async def _drain(ctx: NodeContext, force: bool) -> Result:
+    listed_at = ctx.clock()  # what the round saw is as of its listing, however long it took
     outcome = await drain_round(
         ctx.kube, ctx.node.name, ctx.spec.drain, force=force, own_pod=ctx.own_pod
     )
@@ -139,6 +142,7 @@ async def _drain(ctx: NodeContext, force: bool) -> Result:
         remaining_pods=outcome.remaining,
         message=outcome.message,
         binds_pending=outcome.binds_pending,
+        listed_at=listed_at,
     )
 
 

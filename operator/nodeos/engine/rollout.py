@@ -63,7 +63,9 @@ _IDLE_WAKE_S = 5.0
 _STEP_GAP_FACTOR = 2.0
 _MAX_STEP_GAP_S = 1.0
 # A check that waits for the Node's own report runs again when the watch shows the Node
-# changed, and at least this often should a watch event be late
+# changed, and at least this often should a watch event be late. A rebooting node is asked
+# for its boot ID the same way (its kubelet posts NotReady, then the new boot): polling every
+# poll_s cost ten OS API calls per reboot.
 _NODE_WAIT_S = 2.0
 _FREES_SLOT = frozenset({*planner.TERMINAL, "Pending"})
 
@@ -470,6 +472,7 @@ class PlanRollout:
                     view_is_recent=view_is_recent,
                     ride=ride,
                     view=functools.partial(lambda n: self.nodes().get(n), name),
+                    clock=self.deps.clock,
                 )
                 result = await perform(action, progress, node_ctx)
             on_node = ride is not None and ride.written and result == ride.result
@@ -480,7 +483,7 @@ class PlanRollout:
             if action.kind == "Cordon" and result.ok and self._freed_at:
                 metrics.TRANSITION_SECONDS.observe(time.monotonic() - self._freed_at.popleft())
             if updated == progress:
-                if result.awaits_node:
+                if result.awaits_node or action.kind == "AwaitReboot":
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(moved.wait(), max(self.deps.poll_s, _NODE_WAIT_S))
                     view_is_recent = moved.is_set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -409,8 +410,17 @@ class TalosClient:
 _Metadata = tuple[tuple[str, str], ...]
 
 
+_MACHINE_STUBS: weakref.WeakKeyDictionary[grpc.aio.Channel, machine_pb2_grpc.MachineServiceStub] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _machine(channel: grpc.aio.Channel) -> machine_pb2_grpc.MachineServiceStub:
-    return machine_pb2_grpc.MachineServiceStub(channel)
+    """The channel's MachineService stub, made once (making one builds every method's caller)."""
+    stub = _MACHINE_STUBS.get(channel)
+    if stub is None:
+        stub = _MACHINE_STUBS[channel] = machine_pb2_grpc.MachineServiceStub(channel)
+    return stub
 
 
 def _channel_credentials(credentials: Credentials) -> grpc.ChannelCredentials:
