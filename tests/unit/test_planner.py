@@ -292,3 +292,24 @@ def test_a_queued_plan_starts_nothing_and_says_behind_whom() -> None:
     assert decision.waiting is not None
     assert decision.waiting.reason == "Queued"
     assert "UpgradePlan first" in decision.waiting.message
+
+
+# -- which node changes wake a plan ------------------------------------------------------------
+
+
+def test_a_plan_is_moved_by_what_the_planner_reads_of_nodes_it_selects_and_not_in_flight() -> None:
+    pool_a = {"matchLabels": {"pool": "a"}}
+    before = node("w-1")
+    assert planner.moves_plan(before, node("w-1", ready=False), [], pool_a)
+    assert planner.moves_plan(before, node("w-1", cordoned=True, by="someone"), [], pool_a)
+    assert planner.moves_plan(None, before, [], pool_a), "a node joined"
+    assert planner.moves_plan(before, None, [], pool_a), "a node left"
+    rebooted = NodeView(**{**before.__dict__, "boot_id": "new", "address": "10.0.0.9"})
+    assert not planner.moves_plan(before, rebooted, [], pool_a), "not read by the planner"
+    assert not planner.moves_plan(before, node("w-1", ready=False), ["w-1"], pool_a), (
+        "in flight: its worker's business until the slot is given back"
+    )
+    assert not planner.moves_plan(
+        before, node("w-1", ready=False), [], {"matchLabels": {"pool": "b"}}
+    )
+    assert planner.moves_plan(before, node("w-1", ready=False), [], None), "selector unknown"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -345,6 +345,37 @@ class Selection:
             control_planes=tuple(n for n in nodes.values() if n.control_plane),
             unavailable=frozenset(n.name for n in nodes.values() if n.unavailable),
         )
+
+
+# What the planner reads of a node (not its boot ID, address or config drift)
+_PLANNED_FIELDS = ("labels", "ready", "unschedulable", "cordoned_by", "os_image", "uid")
+
+
+def moves_plan(
+    before: NodeView | None,
+    after: NodeView | None,
+    in_flight: Collection[str],
+    selector: Mapping[str, object] | None,
+) -> bool:
+    """Whether a node's change (None: absent) can change what a plan decides.
+
+    Not the change of a node in flight: until its worker gives the slot back (which wakes the
+    plan) it counts as out of service whatever it reports, so its cordon, reboot and return
+    change nothing the planner reads. Nor a change of what the planner does not read. A node
+    the plan selects (before or after: ``selector`` None when unknown) moves it otherwise.
+    """
+    node = after or before
+    if node is None or node.name in in_flight:
+        return False
+    if (
+        before is not None
+        and after is not None
+        and all(getattr(before, f) == getattr(after, f) for f in _PLANNED_FIELDS)
+    ):
+        return False
+    if selector is None:
+        return True
+    return any(matches(selector, view.labels) for view in (before, after) if view)
 
 
 def still_fits(

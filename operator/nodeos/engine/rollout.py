@@ -589,15 +589,13 @@ class PlanRollout:
             moved.set()
 
     def cares_about(self, before: NodeView | None, after: NodeView | None) -> bool:
-        """Whether a node's change (None: absent) can change what this plan does."""
-        node = after or before
-        if node is not None and node.name in self.store.status.in_flight:
-            return True
+        """Whether a node's change (None: absent) can change what this plan does.
+
+        The planner's ``moves_plan``; the node's own worker hears of it through ``node_moved``.
+        """
         snap = self.reader.last_good
-        if snap is None:
-            return True
-        selector = snap.spec.node_selector.to_api()
-        return any(matches(selector, view.labels) for view in (before, after) if view)
+        selector = snap.spec.node_selector.to_api() if snap is not None else None
+        return planner.moves_plan(before, after, self.store.status.in_flight, selector)
 
     def _selection(self, spec: UpgradePlanSpec) -> planner.Selection:
         """The selected nodes, made again only when the nodes or the selector changed.
