@@ -72,6 +72,14 @@ def main() -> int:
         default=0,
         help="a Deployment with this many pods per worker behind a PDB (maxUnavailable 10%%)",
     )
+    parser.add_argument(
+        "--give-up-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop waiting for the rollout after this long and report the figures so far "
+        "(the run then exits 1)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument(
         "--profile",
@@ -215,6 +223,9 @@ def main() -> int:
                 )
             )
             if status.get("phase") in ("Completed", "Failed"):
+                break
+            if args.give_up_after is not None and samples[-1][0] > args.give_up_after:
+                print(f"[bench] gave up after {args.give_up_after:.0f} s", flush=True)
                 break
             if samples[-1][0] - last_shown >= 5:
                 last_shown = samples[-1][0]

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime
 import functools
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -31,6 +32,10 @@ from nodeos.simulator.fleet import Fleet
 from nodeos.simulator.node import Power, SimulatedNode, Transition
 
 _KWOK_SETTLE_S = 0.2
+# After a node is handed back to kwok, its Node is read once more this much later: a kubelet
+# keeps posting its own boot ID and OS image, and kwok, taking the Node back from a stale
+# cache, has been seen to write the old ones back (one Node in a 5,000-node run).
+_REASSERT_AFTER_S = 5.0
 _CONCURRENCY = 32  # Node updates in flight at once (threads and pooled connections)
 
 
@@ -57,6 +62,7 @@ class NodeDriver:
         self.fleet = fleet
         self._queues: dict[str, asyncio.Queue[Transition]] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._checks: set[asyncio.Task[None]] = set()
         self._following = False
 
     async def start(self) -> None:
@@ -82,11 +88,11 @@ class NodeDriver:
             return
         for queue in list(self._queues.values()):
             await queue.join()
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
+        for task in [*self._workers, *self._checks]:
+            task.cancel()
+        for task in [*self._workers, *self._checks]:
             with contextlib.suppress(asyncio.CancelledError):
-                await worker
+                await task
 
     def _enqueue(self, transition: Transition) -> None:
         queue = self._queues.get(transition.node)
@@ -159,6 +165,34 @@ class NodeDriver:
             await self._call(self.core.patch_node_status, transition.node, status)
             await self._set_pods_ready(transition.node, True)
             await self._annotate(transition.node, None)
+            check = asyncio.create_task(self._reassert(transition))
+            self._checks.add(check)
+            check.add_done_callback(self._checks.discard)
+
+    async def _reassert(self, transition: Transition) -> None:
+        """Posts the node's boot ID and OS image again if something wrote older ones back."""
+        await asyncio.sleep(_REASSERT_AFTER_S)
+        node = self.fleet.nodes[transition.node]
+        if node.power is not Power.RUNNING or node.boot_id != transition.boot_id:
+            return  # it moved on; that transition posts its own status
+        read = functools.partial(self.core.read_node, transition.node, _preload_content=False)
+        try:
+            reply: Any = await asyncio.get_running_loop().run_in_executor(self._threads, read)
+            body = json.loads(reply.data)
+        except Exception:  # gone, or the API server away: nothing to fix now
+            return
+        info = (body.get("status") or {}).get("nodeInfo") or {}
+        image = os_image(transition.version)
+        if info.get("bootID") == transition.boot_id and info.get("osImage") == image:
+            return
+        print(
+            f"[simulator] Node {transition.node} showed boot {info.get('bootID')!r} and "
+            f"{info.get('osImage')!r} after its reboot (overwritten); posting its status again",
+            flush=True,
+        )
+        status = {"status": _status(transition.version, transition.boot_id, node)}
+        with contextlib.suppress(Exception):
+            await self._call(self.core.patch_node_status, transition.node, status)
 
     async def _set_pods_ready(self, name: str, ready: bool) -> None:
         """The node's running pods stop with its OS, or start again once it is back."""
