@@ -112,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds the talosconfig's client certificate is valid (talosconfig-spare: 1 day)",
     )
     simulate.add_argument(
+        "--kubelet-resync-seconds",
+        type=float,
+        default=20.0,
+        help="how often the Nodes' boot ID and OS image, and running pods' readiness, are "
+        "posted again where someone wrote over them, as kubelets do (default 20)",
+    )
+    simulate.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -288,6 +295,7 @@ def _simulate(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         faults=faults,
         client_cert_validity_s=args.client_cert_validity,
+        resync_s=args.kubelet_resync_seconds,
     )
     try:
         run.node_specs(options)

@@ -12,7 +12,7 @@ from helpers.e2e import is_ready, simulator_process, wait_for
 from nodeos.adapters.osapi.client import TalosClient
 from nodeos.adapters.osapi.talosconfig import FileSource
 from nodeos.ports.osapi import NodeTarget
-from nodeos.sandbox import cluster
+from nodeos.sandbox import cluster, kwok
 from nodeos.simulator.fleet import read_journal
 
 pytestmark = pytest.mark.sandbox
@@ -68,3 +68,51 @@ def test_nodes_follow_the_simulated_os_through_a_reboot(
     assert sorted(c.node for c in upgrades) == ["worker-1", "worker-2"]
     for name in names:
         core.delete_node(name)
+
+
+def test_what_others_write_over_is_posted_again_as_a_kubelet_would(
+    sandbox: cluster.Sandbox, kube: client.ApiClient, tmp_path: Path
+) -> None:
+    core = client.CoreV1Api(kube)
+    args = ("--control-planes", "0", "--workers", "1", "--kubelet-resync-seconds", "2")
+    with simulator_process(sandbox, tmp_path / "sim", *args):
+        wait_for("worker-1 Ready", lambda: is_ready(core.read_node("worker-1")))
+        # kwok's first status for a Node it takes on has no boot ID: the simulator posts its own
+        wait_for("the node's boot ID", lambda: core.read_node("worker-1").status.node_info.boot_id)
+        posted = core.read_node("worker-1").status.node_info
+        # what kwok did in a 5,000-node run: the Node's status rendered from an older object
+        core.patch_node_status(
+            "worker-1", {"status": {"nodeInfo": {"bootID": "old", "osImage": "Talos (v1.0.0)"}}}
+        )
+        pod = core.create_namespaced_pod(
+            "default",
+            {
+                "metadata": {"name": "resync-probe"},
+                "spec": {
+                    "nodeName": "worker-1",
+                    "tolerations": [kwok.FAKE_NODE_TOLERATION],
+                    "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+                },
+            },
+        )
+        name = pod.metadata.name
+
+        def pod_ready() -> bool:
+            conditions = core.read_namespaced_pod(name, "default").status.conditions or []
+            return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+        wait_for("the pod to run", pod_ready, 30)
+        not_ready = [
+            {"type": "Ready", "status": "False", "lastTransitionTime": "2020-01-01T00:00:00Z"}
+        ]
+        core.patch_namespaced_pod_status(name, "default", {"status": {"conditions": not_ready}})
+        assert not pod_ready()
+
+        def restored() -> bool:
+            info = core.read_node("worker-1").status.node_info
+            return (info.boot_id, info.os_image) == (posted.boot_id, posted.os_image)
+
+        wait_for("the Node's own boot ID and OS image posted again", restored, 20)
+        wait_for("the pod Ready again", pod_ready, 20)
+        core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+    core.delete_node("worker-1")

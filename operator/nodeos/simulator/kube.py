@@ -10,6 +10,10 @@ Pods still bound to a node that goes down stop being Ready (their containers die
 the node lifecycle controller does not mark them, since the node reports NotReady rather than
 going silent), and are Ready again once it is back, as after a kubelet restart. So a pod that
 was rebooted without being evicted shows in its PodDisruptionBudget, as it would for real.
+
+And as a kubelet keeps posting, every ``resync_s`` the driver posts again what was written
+over on a running node: its boot ID and OS image (kwok renders a Node's status from the object
+as it last saw it, sometimes an older one), and Ready for its running pods left not Ready.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from nodeos.simulator.fleet import Fleet
 from nodeos.simulator.node import Power, SimulatedNode, Transition
 
 _KWOK_SETTLE_S = 0.2
-# After a node is handed back to kwok, its Node is read once more this much later: a kubelet
-# keeps posting its own boot ID and OS image, and kwok, taking the Node back from a stale
-# cache, has been seen to write the old ones back (one Node in a 5,000-node run).
-_REASSERT_AFTER_S = 5.0
+# As a kubelet keeps posting its node's status and its pods' readiness, every resync_s (20 s
+# by default) the driver lists the Nodes and running pods and posts again what someone wrote
+# over: kwok's node stages render a Node's status from the object as they last saw it, and in
+# a 5,000-node run 83 Nodes went back to their old boot ID and OS image after the upgrade.
+_POD_SETTLE_S = 10.0  # a pod not Ready for this long on a running node is made Ready again
 _CONCURRENCY = 32  # Node updates in flight at once (threads and pooled connections)
 
 
@@ -53,7 +58,7 @@ class NodeDriver:
     is not queued behind one another's requests. Replies are not decoded into models.
     """
 
-    def __init__(self, api: client.ApiClient, fleet: Fleet) -> None:
+    def __init__(self, api: client.ApiClient, fleet: Fleet, *, resync_s: float = 20.0) -> None:
         if api.configuration.connection_pool_maxsize < _CONCURRENCY:
             api.configuration.connection_pool_maxsize = _CONCURRENCY
             api.rest_client = rest.RESTClientObject(api.configuration)
@@ -63,6 +68,8 @@ class NodeDriver:
         self._queues: dict[str, asyncio.Queue[Transition]] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._checks: set[asyncio.Task[None]] = set()
+        self._busy: set[str] = set()  # nodes whose transition is being applied
+        self._resync_s = resync_s
         self._following = False
 
     async def start(self) -> None:
@@ -81,6 +88,7 @@ class NodeDriver:
         await asyncio.gather(*(ensure(node) for node in nodes))
         self.fleet.listeners.append(self._enqueue)
         self._following = True
+        self._checks.add(asyncio.create_task(self._resync_forever()))
 
     async def stop(self) -> None:
         """Stops following transitions (pending ones are applied first)."""
@@ -104,10 +112,68 @@ class NodeDriver:
     async def _run(self, queue: asyncio.Queue[Transition]) -> None:
         while True:
             transition = await queue.get()
+            self._busy.add(transition.node)
             try:
                 await self._apply_until_done(transition)
             finally:
+                if queue.empty():
+                    self._busy.discard(transition.node)
                 queue.task_done()
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._resync_s)
+            try:
+                await self._resync()
+            except Exception as error:  # the API server away: the next round tries again
+                print(f"[simulator] status resync failed: {type(error).__name__}", flush=True)
+
+    async def _resync(self) -> None:
+        """Posts again the boot ID and OS image, and pod readiness, that were written over."""
+        nodes = await self._list(self.core.list_node)
+        stale = [
+            body["metadata"]["name"]
+            for body in nodes
+            if self._settled(body["metadata"]["name"])
+            and not _shows(body, self.fleet.nodes[body["metadata"]["name"]])
+        ]
+        for name in stale:
+            node = self.fleet.nodes[name]
+            status = {"status": _status(node.version, node.boot_id, node)}
+            await self._call(self.core.patch_node_status, name, status)
+        pods = await self._list(
+            self.core.list_pod_for_all_namespaces, field_selector="status.phase=Running"
+        )
+        unready = [
+            pod for pod in pods if self._settled(pod["spec"].get("nodeName")) and _stuck(pod)
+        ]
+        ready = [
+            {"type": kind, "status": "True", "lastTransitionTime": _now()}
+            for kind in ("ContainersReady", "Ready")
+        ]
+        for pod in unready:
+            meta = pod["metadata"]
+            with contextlib.suppress(ApiException):  # gone meanwhile
+                patch = {"status": {"conditions": ready}}
+                await self._call(
+                    self.core.patch_namespaced_pod_status, meta["name"], meta["namespace"], patch
+                )
+        if stale or unready:
+            print(
+                f"[simulator] posted again the status of {len(stale)} Node(s) showing an older "
+                f"boot or OS image and {len(unready)} pod(s) left not Ready on running nodes",
+                flush=True,
+            )
+
+    def _settled(self, name: str | None) -> bool:
+        """A simulated node that is running, handed back to kwok, with no change under way."""
+        node = self.fleet.nodes.get(name or "")
+        return node is not None and node.power is Power.RUNNING and name not in self._busy
+
+    async def _list(self, func: Callable[..., Any], **query: Any) -> list[dict[str, Any]]:
+        call = functools.partial(func, _preload_content=False, **query)  # a consistent read
+        reply: Any = await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        return list(json.loads(reply.data).get("items") or [])
 
     async def _apply_until_done(self, transition: Transition) -> None:
         """Applies a transition, retrying while the API server is away.
@@ -165,34 +231,6 @@ class NodeDriver:
             await self._call(self.core.patch_node_status, transition.node, status)
             await self._set_pods_ready(transition.node, True)
             await self._annotate(transition.node, None)
-            check = asyncio.create_task(self._reassert(transition))
-            self._checks.add(check)
-            check.add_done_callback(self._checks.discard)
-
-    async def _reassert(self, transition: Transition) -> None:
-        """Posts the node's boot ID and OS image again if something wrote older ones back."""
-        await asyncio.sleep(_REASSERT_AFTER_S)
-        node = self.fleet.nodes[transition.node]
-        if node.power is not Power.RUNNING or node.boot_id != transition.boot_id:
-            return  # it moved on; that transition posts its own status
-        read = functools.partial(self.core.read_node, transition.node, _preload_content=False)
-        try:
-            reply: Any = await asyncio.get_running_loop().run_in_executor(self._threads, read)
-            body = json.loads(reply.data)
-        except Exception:  # gone, or the API server away: nothing to fix now
-            return
-        info = (body.get("status") or {}).get("nodeInfo") or {}
-        image = os_image(transition.version)
-        if info.get("bootID") == transition.boot_id and info.get("osImage") == image:
-            return
-        print(
-            f"[simulator] Node {transition.node} showed boot {info.get('bootID')!r} and "
-            f"{info.get('osImage')!r} after its reboot (overwritten); posting its status again",
-            flush=True,
-        )
-        status = {"status": _status(transition.version, transition.boot_id, node)}
-        with contextlib.suppress(Exception):
-            await self._call(self.core.patch_node_status, transition.node, status)
 
     async def _set_pods_ready(self, name: str, ready: bool) -> None:
         """The node's running pods stop with its OS, or start again once it is back."""
@@ -237,6 +275,24 @@ def _status(version: str, boot_id: str, node: SimulatedNode) -> dict[str, Any]:
         ],
         "conditions": [_ready(True, Power.RUNNING)],
     }
+
+
+def _shows(body: dict[str, Any], node: SimulatedNode) -> bool:
+    """Whether a Node object shows the simulated node's boot ID and OS image."""
+    info = (body.get("status") or {}).get("nodeInfo") or {}
+    return info.get("bootID") == node.boot_id and info.get("osImage") == os_image(node.version)
+
+
+def _stuck(pod: dict[str, Any]) -> bool:
+    """A pod not Ready for longer than a kubelet would leave it (not terminating)."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready" and condition.get("status") != "True":
+            since = datetime.datetime.fromisoformat(condition.get("lastTransitionTime") or _now())
+            age = datetime.datetime.now(datetime.UTC) - since
+            return age.total_seconds() > _POD_SETTLE_S
+    return False
 
 
 def _now() -> str:

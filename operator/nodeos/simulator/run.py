@@ -41,6 +41,7 @@ class Options:
     kubeconfig: Path | None = None
     faults: dict[str, str] = field(default_factory=dict)
     client_cert_validity_s: float = 86400.0
+    resync_s: float = 20.0
 
 
 def node_specs(options: Options) -> list[NodeSpec]:
@@ -69,7 +70,7 @@ async def serve(options: Options, stop: asyncio.Event) -> None:
     driver = None
     if options.kubeconfig is not None:
         api = config.new_client_from_config(config_file=str(options.kubeconfig))  # type: ignore[no-untyped-call]
-        driver = NodeDriver(api, fleet)
+        driver = NodeDriver(api, fleet, resync_s=options.resync_s)
         await driver.start()
     admin = simulator.write_talosconfig(
         options.workdir / "talosconfig",
