@@ -123,7 +123,9 @@ def test_a_pod_bound_just_after_the_cordon_is_evicted_before_the_reboot(env_fact
         },
     }
     env.core.create_namespaced_pod(env.namespace, waiting)
-    env.apply_plan("late", drain={"settle": "3s"})
+    # 8 s: the round's "checking again" is a message-only change, staged and written with the
+    # node's next record or within 5 s; the drain must still be waiting when the test sees it
+    env.apply_plan("late", drain={"settle": "8s"})
 
     def found_empty() -> bool:
         record = env.records("late").get("worker-1") or {}
