@@ -114,6 +114,8 @@ class InvariantMonitor:
     _heard: dict[str, float] = field(default_factory=dict)  # kind -> when its last event came
     _samples: list[tuple[float, float, int]] = field(default_factory=list)  # sent, answered, rv
     _journal_read: int = 0  # bytes of the journal checked
+    _journal_threads: list[threading.Thread] = field(default_factory=list)
+    _sampler_api: client.ApiClient | None = None
     _external_at: float = 0.0
     _entered_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -154,10 +156,14 @@ class InvariantMonitor:
             thread.start()
             self._threads.append(thread)
         if self.journal is not None:
+            # the sampler's own connections, closed when the monitor stops (not left to the GC)
+            self._sampler_api = client.ApiClient(self.kube.configuration)
+            sampler = client.CoreV1Api(self._sampler_api)
             for target in (self._sample, self._tail):
-                thread = threading.Thread(target=target, args=(core,), daemon=True)
+                thread = threading.Thread(target=target, args=(sampler,), daemon=True)
                 thread.start()
                 self._threads.append(thread)
+                self._journal_threads.append(thread)
         for started in ready:
             if not started.wait(30):
                 raise AssertionError(f"the invariant monitor could not start: {self.errors}")
@@ -176,6 +182,10 @@ class InvariantMonitor:
         self._stop.set()
         for stream in self._watches:
             stream.stop()
+        for thread in self._journal_threads:
+            thread.join(timeout=10)
+        if self._sampler_api is not None:
+            self._sampler_api.close()
         with self._lock:
             self._check_end()
         if self.errors:
