@@ -36,10 +36,6 @@ from nodeos.simulator.fleet import Fleet
 from nodeos.simulator.node import Power, SimulatedNode, Transition
 
 _KWOK_SETTLE_S = 0.2
-# As a kubelet keeps posting its node's status and its pods' readiness, every resync_s (20 s
-# by default) the driver lists the Nodes and running pods and posts again what someone wrote
-# over: kwok's node stages render a Node's status from the object as they last saw it, and in
-# a 5,000-node run 83 Nodes went back to their old boot ID and OS image after the upgrade.
 _POD_SETTLE_S = 10.0  # a pod not Ready for this long on a running node is made Ready again
 _CONCURRENCY = 32  # Node updates in flight at once (threads and pooled connections)
 
@@ -67,7 +63,7 @@ class NodeDriver:
         self.fleet = fleet
         self._queues: dict[str, asyncio.Queue[Transition]] = {}
         self._workers: list[asyncio.Task[None]] = []
-        self._checks: set[asyncio.Task[None]] = set()
+        self._resyncing: asyncio.Task[None] | None = None
         self._busy: set[str] = set()  # nodes whose transition is being applied
         self._resync_s = resync_s
         self._following = False
@@ -88,7 +84,7 @@ class NodeDriver:
         await asyncio.gather(*(ensure(node) for node in nodes))
         self.fleet.listeners.append(self._enqueue)
         self._following = True
-        self._checks.add(asyncio.create_task(self._resync_forever()))
+        self._resyncing = asyncio.create_task(self._resync_forever())
 
     async def stop(self) -> None:
         """Stops following transitions (pending ones are applied first)."""
@@ -96,9 +92,10 @@ class NodeDriver:
             return
         for queue in list(self._queues.values()):
             await queue.join()
-        for task in [*self._workers, *self._checks]:
+        tasks = [*self._workers, *([self._resyncing] if self._resyncing else [])]
+        for task in tasks:
             task.cancel()
-        for task in [*self._workers, *self._checks]:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -129,7 +126,12 @@ class NodeDriver:
                 print(f"[simulator] status resync failed: {type(error).__name__}", flush=True)
 
     async def _resync(self) -> None:
-        """Posts again the boot ID and OS image, and pod readiness, that were written over."""
+        """Posts again the boot ID and OS image, and pod readiness, that were written over.
+
+        As a kubelet keeps posting both: kwok's node stages render a Node's status from the
+        object as they last saw it, and in a 5,000-node run 83 Nodes went back to their old
+        boot ID and OS image after the upgrade.
+        """
         nodes = await self._list(self.core.list_node)
         stale = [
             body["metadata"]["name"]
@@ -147,14 +149,10 @@ class NodeDriver:
         unready = [
             pod for pod in pods if self._settled(pod["spec"].get("nodeName")) and _stuck(pod)
         ]
-        ready = [
-            {"type": kind, "status": "True", "lastTransitionTime": _now()}
-            for kind in ("ContainersReady", "Ready")
-        ]
         for pod in unready:
             meta = pod["metadata"]
             with contextlib.suppress(ApiException):  # gone meanwhile
-                patch = {"status": {"conditions": ready}}
+                patch = {"status": {"conditions": _pod_readiness(True)}}
                 await self._call(
                     self.core.patch_namespaced_pod_status, meta["name"], meta["namespace"], patch
                 )
@@ -234,11 +232,7 @@ class NodeDriver:
 
     async def _set_pods_ready(self, name: str, ready: bool) -> None:
         """The node's running pods stop with its OS, or start again once it is back."""
-        now = _now()
-        conditions = [
-            {"type": kind, "status": str(ready), "lastTransitionTime": now}
-            for kind in ("ContainersReady", "Ready")
-        ]
+        conditions = _pod_readiness(ready)
         listing = functools.partial(
             self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={name}"
         )
@@ -275,6 +269,15 @@ def _status(version: str, boot_id: str, node: SimulatedNode) -> dict[str, Any]:
         ],
         "conditions": [_ready(True, Power.RUNNING)],
     }
+
+
+def _pod_readiness(ready: bool) -> list[dict[str, str]]:
+    """A pod's ContainersReady and Ready conditions, changed now."""
+    now = _now()
+    return [
+        {"type": kind, "status": str(ready), "lastTransitionTime": now}
+        for kind in ("ContainersReady", "Ready")
+    ]
 
 
 def _shows(body: dict[str, Any], node: SimulatedNode) -> bool:
