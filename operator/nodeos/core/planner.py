@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import math
 from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,13 +74,15 @@ def queued_behind(me: PlanRef, others: Sequence[PlanRef], nodes: Sequence[NodeVi
     have none (so a finished plan that is retried or edited waits for a younger one that is
     already rolling). While queued a plan starts no node; its in-flight nodes finish.
     """
-    mine = [node for node in nodes if matches(me.selector, node.labels)]
+    mine: list[NodeView] | None = None  # made only when another plan could go first
     for other in sorted(others, key=lambda p: (p.created, p.name)):
         if other.name == me.name or not other.active:
             continue
         older = (other.created, other.name) < (me.created, me.name)
         if not (older or (other.in_flight and not me.in_flight)):
             continue
+        if mine is None:
+            mine = [node for node in nodes if matches(me.selector, node.labels)]
         if any(matches(other.selector, node.labels) for node in mine):
             return other.name
     return None
@@ -176,17 +179,18 @@ def plan_step(
     held = held or {}
     ordered = order_nodes(spec, nodes, operator_node)
     by_name = {node.name: node for node in ordered}
+    flying_names = frozenset(in_flight)  # membership is asked of every node: not of a list
     progress = {
         name: record
         for name, record in progress.items()
-        if name in in_flight or name not in by_name or not outdated(record, by_name[name], spec)
+        if name in flying_names or name not in by_name or not outdated(record, by_name[name], spec)
     }
     up_to_date = tuple(
         node.name
         for node in ordered
-        if node.name not in progress and node.name not in in_flight and is_current(spec, node)
+        if node.name not in progress and node.name not in flying_names and is_current(spec, node)
     )
-    done_or_flying = set(in_flight) | set(up_to_date)
+    done_or_flying = flying_names | set(up_to_date)
     remaining = [
         node
         for node in ordered
@@ -194,7 +198,7 @@ def plan_step(
         and progress.get(node.name, _PENDING).phase not in TERMINAL
     ]
     budget = max_unavailable(spec.strategy.max_unavailable, len(ordered))
-    counts = _counts(ordered, progress, in_flight, up_to_date)
+    counts = _counts(ordered, progress, flying_names, frozenset(up_to_date))
     failures = counts["failed"]
     exhausted = failures > spec.failure_policy.max_failures
     batches = batches_of(remaining, budget)
@@ -248,7 +252,7 @@ def plan_step(
     # a node in flight counts whether or not the plan still selects it (a selector edit)
     known = {**{n.name: n for n in unselected_in_flight}, **by_name}
     flying = [known[name] for name in in_flight if name in known]
-    disrupted = {node.name for node in ordered if node.unavailable} | set(in_flight)
+    disrupted = {node.name for node in ordered if node.unavailable} | flying_names
     control_busy = any(node.control_plane for node in flying)
     workers_first = spec.strategy.control_plane.ordering == "Last"
     control_left = [n for n in remaining if n.control_plane]
@@ -305,11 +309,11 @@ def plan_step(
         disrupted.add(node.name)
     canary = spec.strategy.canary.count
     if canary and not _canary_done(ordered, progress, canary):
-        start = start[: max(0, canary - _started_count(ordered, progress, in_flight))]
+        start = start[: max(0, canary - _started_count(ordered, progress, flying_names))]
     return _replace(decision, start=tuple(start), waiting=None if start else blocked)
 
 
-def current(record: NodeProgress, target: str | None, in_flight: Sequence[str]) -> bool:
+def current(record: NodeProgress, target: str | None, in_flight: Collection[str]) -> bool:
     """Whether a record speaks of the plan's current target (in-flight ones always do)."""
     return record.name in in_flight or record.target is None or record.target == target
 
@@ -427,6 +431,8 @@ def canary_nodes(
 ) -> tuple[str, ...]:
     """The first ``canary.count`` nodes of the order."""
     count = spec.strategy.canary.count
+    if not count:
+        return ()
     return tuple(node.name for node in order_nodes(spec, nodes, operator_node)[:count])
 
 
@@ -438,7 +444,7 @@ def _canary_done(
 
 
 def _started_count(
-    ordered: Sequence[NodeView], progress: Mapping[str, NodeProgress], in_flight: Sequence[str]
+    ordered: Sequence[NodeView], progress: Mapping[str, NodeProgress], in_flight: AbstractSet[str]
 ) -> int:
     return sum(
         1
@@ -450,8 +456,8 @@ def _started_count(
 def _counts(
     ordered: Sequence[NodeView],
     progress: Mapping[str, NodeProgress],
-    in_flight: Sequence[str],
-    up_to_date: Sequence[str],
+    in_flight: AbstractSet[str],
+    up_to_date: AbstractSet[str],
 ) -> dict[str, int]:
     phases = [progress.get(n.name, _PENDING).phase for n in ordered]
     updated = sum(1 for phase in phases if phase == "Done") + sum(

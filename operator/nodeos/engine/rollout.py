@@ -258,7 +258,13 @@ class PlanRollout:
         behind = planner.queued_behind(me, plans, views)
         held_nodes = planner.held_elsewhere(self.name, plans, views)
 
+        asked: list[tuple[Mapping[str, NodeProgress], list[str], planner.Decision]] = []
+
         def decide(records: Mapping[str, NodeProgress], in_flight: list[str]) -> planner.Decision:
+            # the report asks again after the claims; when nothing was claimed or changed
+            # meanwhile (most steps of a full fleet), the answer is the one already made
+            if asked and asked[0][0] == records and asked[0][1] == in_flight:
+                return asked[0][2]
             clock = asyncio.get_running_loop().time
             began = clock()
             decision = planner.plan_step(
@@ -273,11 +279,12 @@ class PlanRollout:
                 held=held_nodes,
                 unselected_in_flight=[
                     view
-                    for name, view in self.nodes().items()
-                    if name in in_flight and name not in selected
+                    for name in in_flight
+                    if name not in selected and (view := self.nodes().get(name)) is not None
                 ],
             )
             self._planning_s += clock() - began
+            asked[:] = [(dict(records), list(in_flight), decision)]
             return decision
 
         decision = decide(_records(status, spec), status.in_flight)
@@ -327,15 +334,16 @@ class PlanRollout:
             self._spawn(name, resumed=True)  # only where no worker runs (one failed)
 
         def report(draft: Draft) -> None:
+            flying = frozenset(draft.in_flight)
             for name, record in list(draft.nodes.items()):
                 node = selected.get(name)
-                if name not in draft.in_flight and node and planner.outdated(record, node, spec):
+                if name not in flying and node and planner.outdated(record, node, spec):
                     del draft.nodes[name]  # it spoke of a Node that is no longer there
             fresh = decide(
                 {
                     n: r
                     for n, r in draft.nodes.items()
-                    if planner.current(r, spec.target.version, draft.in_flight)
+                    if planner.current(r, spec.target.version, flying)
                 },
                 draft.in_flight,
             )
@@ -648,7 +656,8 @@ class _CurrentRecords(Mapping[str, NodeProgress]):
 
 def _records(status: UpgradePlanStatus, spec: UpgradePlanSpec) -> dict[str, NodeProgress]:
     target = spec.target.version
-    return {r.name: r for r in status.nodes if planner.current(r, target, status.in_flight)}
+    flying = frozenset(status.in_flight)
+    return {r.name: r for r in status.nodes if planner.current(r, target, flying)}
 
 
 def _policy(spec: UpgradePlanSpec) -> RolloutPolicy:
