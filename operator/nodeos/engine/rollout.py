@@ -132,6 +132,7 @@ class PlanRollout:
         self._planning_s = 0.0  # time the current step spent in the planner (on the loop)
         self._nodes_version = 0  # node views changed (node_moved)
         self._selection_cache: tuple[Mapping[str, NodeView], Any, planner.Selection] | None = None
+        self._announcing: set[asyncio.Task[None]] = set()  # Events posted off the step's path
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -183,7 +184,7 @@ class PlanRollout:
         best stopped where it is not waiting on one.
         """
         self._stopping = True
-        running = [task for task in self.workers.values() if not task.done()]
+        running = [task for task in [*self.workers.values(), *self._announcing] if not task.done()]
         if running:
             _, late = await asyncio.wait(running, timeout=_STOP_GRACE_S)
             for task in late:
@@ -314,24 +315,6 @@ class PlanRollout:
             )
             if gate is not None:
                 start, held = [], planner.Waiting(*gate)
-        if start:
-            policy = _policy(spec)
-            first: dict[str, NodeProgress] = {}
-            await self.store.commit(
-                lambda d: self._claim(d, start, spec, policy, now, selected, first)
-            )
-            for record in first.values():
-                # with the cordon (the same write) or on its own within DEFER_S; a slot whose
-                # record never arrived is given back by the resumed worker, the node untouched
-                self.store.stage(functools.partial(_put, record=record), record)
-            for name in start:
-                self._spawn(name, resumed=False)
-            for name in start:  # after the workers started: an Event must not delay a node
-                claimed = self._progress(name)
-                if claimed is not None and claimed.phase == "Cordoning":
-                    await self._announce(NodeProgress(name=name, phase="Pending"), claimed)
-        for name in self.store.status.in_flight:
-            self._spawn(name, resumed=True)  # only where no worker runs (one failed)
 
         def report(draft: Draft) -> None:
             flying = frozenset(draft.in_flight)
@@ -352,7 +335,35 @@ class PlanRollout:
             summarise(draft, snap.spec, snap.generation, fresh, now, self._durations)
 
         phase_before = self._logged_phase
-        await self.store.commit(report)
+        if start:
+            policy = _policy(spec)
+            first: dict[str, NodeProgress] = {}
+
+            def claim_and_report(draft: Draft) -> None:
+                # one write: the slots in the ledger, and the summary that counts them
+                self._claim(draft, start, spec, policy, now, selected, first)
+                report(draft)
+
+            await self.store.commit(claim_and_report)
+            for record in first.values():
+                # with the cordon (the same write) or on its own within DEFER_S; a slot whose
+                # record never arrived is given back by the resumed worker, the node untouched
+                self.store.stage(functools.partial(_put, record=record), record)
+            for name in start:
+                self._spawn(name, resumed=False)
+            # in the background: a step must not wait on Events while slots are free
+            self._announce_soon(
+                [
+                    (NodeProgress(name=name, phase="Pending"), claimed)
+                    for name in start
+                    if (claimed := self._progress(name)) is not None
+                    and claimed.phase == "Cordoning"
+                ]
+            )
+        else:
+            await self.store.commit(report)
+        for name in self.store.status.in_flight:
+            self._spawn(name, resumed=True)  # only where no worker runs (one failed)
         self._last_error = None
         log_plan_change(self.name, phase_before, self.store.status)
         self._logged_phase = self.store.status.phase
@@ -579,6 +590,22 @@ class PlanRollout:
         if before.phase == "Draining" and before.since is not None:
             drained = (self.deps.clock() - before.since).total_seconds()
             metrics.series(metrics.DRAIN_SECONDS, self.owner, self.name).observe(drained)
+
+    def _announce_soon(self, changes: list[tuple[NodeProgress, NodeProgress]]) -> None:
+        """Announces these changes from a task of their own, in order (see ``_announce``)."""
+        if not changes:
+            return
+
+        async def post() -> None:
+            for before, after in changes:
+                try:
+                    await self._announce(before, after)
+                except Exception:  # an Event is not worth a node: log it and go on
+                    log.exception("%s: could not announce %s", self.name, after.name)
+
+        task = asyncio.create_task(post(), name=f"announce-{self.name}")
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
 
     def _plan_may_post(self, warning: bool) -> bool:
         """Warnings always; routine node Events while the plan's budget lasts (core.events)."""
