@@ -86,9 +86,12 @@ async def test_an_event_that_repeats_counts_on_the_first_instead_of_piling_up(
     kube: client.ApiClient,
 ) -> None:
     recorder = KubeClient(kube)
-    for _ in range(3):
-        await recorder.event("Node", "repeat-node", "uid-repeat", "v1", "Probe", "same thing")
-    await recorder.event("Node", "repeat-node", "uid-repeat", "v1", "Probe", "something else")
+    try:
+        for _ in range(3):
+            await recorder.event("Node", "repeat-node", "uid-repeat", "v1", "Probe", "same thing")
+        await recorder.event("Node", "repeat-node", "uid-repeat", "v1", "Probe", "something else")
+    finally:
+        await recorder.close()
     listed = client.CoreV1Api(kube).list_namespaced_event(
         "default", field_selector="involvedObject.name=repeat-node"
     )

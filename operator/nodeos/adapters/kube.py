@@ -1,16 +1,17 @@
-"""``KubeClient``: the ``KubeApi`` port over the official kubernetes client.
+"""``KubeClient``: the ``KubeApi`` port over the API server.
 
-The client is synchronous; every call runs in one of this client's own worker threads
-(``CONCURRENCY`` of them, with as many pooled connections), so the event loop never blocks and a
-hundred nodes in flight do not queue behind the loop's small default pool.
 The calls a rollout makes per node (Node reads and patches, pod lists, evictions, Events, the
-plan's status) go through ``_json``: plain JSON over the ApiClient's connection pool, auth and
-TLS, without the generated client's argument validation and model classes, which cost more CPU
-than the request itself. Guarded writes send ``metadata.resourceVersion`` with a merge patch,
-which the API server turns into a precondition (409 Conflict when the object moved on).
+plan's status) go through ``_json``: plain JSON on the event loop (``adapters.http``, with the
+ApiClient's host, TLS and credentials), without the generated client's threads, argument
+validation and model classes, which cost more CPU than the requests themselves. The rare
+calls (reading the plan and Secrets, creating and deleting objects) use the official
+synchronous client, each in one of this client's own worker threads (``CONCURRENCY`` of them,
+with as many pooled connections), so the event loop never blocks.
+Guarded writes send ``metadata.resourceVersion`` with a merge patch, which the API server
+turns into a precondition (409 Conflict when the object moved on).
 
-Every failure leaves as one of the port's errors, decided in ``_run``: 404 ``NotFoundError``,
-409 ``ConflictError``, any other status ``KubeApiError`` with it, and no answer at all
+Every failure leaves as one of the port's errors: 404 ``NotFoundError``, 409
+``ConflictError``, any other status ``KubeApiError`` with it, and no answer at all
 (connection refused or reset, timeout) ``KubeApiError`` with status 0, so the engine can tell
 transient from permanent and apply its deadlines.
 """
@@ -29,12 +30,14 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import aiohttp
 from kubernetes import client
 from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 from urllib3.exceptions import HTTPError
 
+from nodeos.adapters.http import JsonSession
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION
 from nodeos.ports.fence import FENCE
 from nodeos.ports.kube import (
@@ -73,6 +76,7 @@ class KubeClient:
         self.custom = client.CustomObjectsApi(api)
         self.component = component
         self._threads = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="kube")
+        self._http = JsonSession(api.configuration, CONCURRENCY)
         if api.configuration.connection_pool_maxsize < CONCURRENCY:
             api.configuration.connection_pool_maxsize = CONCURRENCY
             api.rest_client = rest.RESTClientObject(api.configuration)
@@ -178,8 +182,7 @@ class KubeClient:
             for key, value in (annotations or {}).items()
         ]
         try:
-            await self._run(
-                self._json,
+            await self._json(
                 "PATCH",
                 f"/api/v1/nodes/{node}",
                 None,
@@ -233,9 +236,7 @@ class KubeClient:
 
     async def pods_on(self, node: str) -> PodListing:
         """Every pod bound to ``node`` (a consistent read), with the list's resourceVersion."""
-        pods = await self._run(
-            self._json, "GET", "/api/v1/pods", {"fieldSelector": f"spec.nodeName={node}"}
-        )
+        pods = await self._json("GET", "/api/v1/pods", {"fieldSelector": f"spec.nodeName={node}"})
         return PodListing(
             [_pod_view(pod) for pod in pods.get("items") or []],
             str((pods.get("metadata") or {}).get("resourceVersion") or ""),
@@ -251,7 +252,7 @@ class KubeClient:
         if version:
             query |= {"resourceVersion": version, "resourceVersionMatch": "Exact"}
         try:
-            pods = await self._run(self._json, "GET", "/api/v1/pods", query)
+            pods = await self._json("GET", "/api/v1/pods", query)
         except KubeApiError as error:
             if error.status == 410:
                 return True
@@ -269,7 +270,7 @@ class KubeClient:
             body["deleteOptions"] = {"gracePeriodSeconds": grace_seconds}
         try:
             path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/eviction"
-            await self._run(self._json, "POST", path, None, body)
+            await self._json("POST", path, None, body)
         except NotFoundError:
             return EvictionOutcome(Eviction.GONE)
         except KubeApiError as error:
@@ -329,7 +330,7 @@ class KubeClient:
             "count": 1,
         }
         with contextlib.suppress(KubeApiError, ConflictError, NotFoundError):  # best effort
-            created = await self._run(self._json, "POST", _EVENTS, None, body)
+            created = await self._json("POST", _EVENTS, None, body)
             self._series[key] = (str(created["metadata"]["name"]), 1, time.monotonic())
             while len(self._series) > _SERIES_KEPT:
                 self._series.popitem(last=False)
@@ -352,7 +353,7 @@ class KubeClient:
 
     async def nodes_annotated(self, key: str) -> dict[str, str]:
         """Lists the Nodes' metadata only (no status) and keeps those carrying ``key``."""
-        listed = await self._run(self._json, "GET", "/api/v1/nodes", None, None, _METADATA_ONLY)
+        listed = await self._json("GET", "/api/v1/nodes", None, None, _METADATA_ONLY)
         found = {}
         for item in listed.get("items") or []:
             value = (item["metadata"].get("annotations") or {}).get(key)
@@ -418,11 +419,11 @@ class KubeClient:
             raise KubeApiError(400, f"{kind} is namespaced: the check must name its namespace")
         if name:
             try:
-                return [await self._run(self._json, "GET", f"{base}/{plural}/{name}")]
+                return [await self._json("GET", f"{base}/{plural}/{name}")]
             except NotFoundError:
                 return []
         query = {"labelSelector": label_selector} if label_selector else None
-        listed = await self._run(self._json, "GET", f"{base}/{plural}", query)
+        listed = await self._json("GET", f"{base}/{plural}", query)
         return [{"apiVersion": api_version, "kind": kind, **item} for item in listed["items"]]
 
     async def _resource(self, api_version: str, kind: str) -> tuple[str, bool]:
@@ -432,7 +433,7 @@ class KubeClient:
             return cached
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         try:
-            listing = await self._run(self._json, "GET", path)
+            listing = await self._json("GET", path)
         except NotFoundError:
             raise KubeApiError(404, f"the API server serves no {api_version}") from None
         for resource in listing.get("resources", []):
@@ -443,16 +444,14 @@ class KubeClient:
         raise KubeApiError(404, f"the API server serves no kind {kind} in {api_version}")
 
     async def _read_node(self, node: str) -> dict[str, Any]:
-        found: dict[str, Any] = await self._run(self._json, "GET", f"/api/v1/nodes/{node}")
+        found: dict[str, Any] = await self._json("GET", f"/api/v1/nodes/{node}")
         return found
 
     async def _patch(self, path: str, body: dict[str, Any]) -> Any:
         """A JSON merge patch (null removes a key)."""
-        return await self._run(
-            self._json, "PATCH", path, None, body, "application/json", _MERGE_PATCH
-        )
+        return await self._json("PATCH", path, None, body, "application/json", _MERGE_PATCH)
 
-    def _json(
+    async def _json(
         self,
         method: str,
         path: str,
@@ -461,23 +460,30 @@ class KubeClient:
         accept: str = "application/json",
         content_type: str = "application/json",
     ) -> Any:
-        """One request with a JSON body and answer, through the shared ApiClient (auth, TLS)."""
-        headers = {"Accept": accept}
+        """One request with a JSON body and answer, on the event loop (see the module)."""
+        FENCE.check()
+        REQUESTS.inc()
+        headers = {"Accept": accept, **self._http.auth()}
+        data = None
         if body is not None:
             headers["Content-Type"] = content_type
-        method, url, headers, serialized, _ = self.api.param_serialize(
-            method,
-            path,
-            query_params=list(query.items()) if query else None,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api.call_api(method, url, header_params=headers, body=serialized)
-        response.read()  # type: ignore[no-untyped-call]
-        if not 200 <= response.status <= 299:
-            raise ApiException(http_resp=response)
-        return json.loads(response.data or b"null")
+            data = json.dumps(body, default=_encodable).encode()
+        try:
+            status, reason, payload = await self._http.request(method, path, query, data, headers)
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise KubeApiError(0, f"no answer from the API server: {error!r}") from None
+        if not 200 <= status <= 299:
+            message = _message_of(payload, reason)
+            if status == 404:
+                raise NotFoundError(message)
+            if status == 409:
+                raise ConflictError(message)
+            raise KubeApiError(status, message)
+        return json.loads(payload or b"null")
+
+    async def close(self) -> None:
+        """Closes the connections of the JSON requests (the ApiClient is its owner's)."""
+        await self._http.close()
 
 
 def _cordoned(owner: str, annotations: Mapping[str, str] | None, version: str) -> dict[str, Any]:
@@ -512,8 +518,20 @@ def _pod_view(pod: dict[str, Any]) -> PodView:
     )
 
 
+def _encodable(value: object) -> str:
+    """What JSON cannot carry as it is: times, as RFC 3339 (the API's form)."""
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def _message(error: ApiException) -> str:
+    return _message_of(error.body, error.reason)
+
+
+def _message_of(body: str | bytes | None, reason: object) -> str:
+    """The Status message of an error answer, else its HTTP reason."""
     try:
-        return str(json.loads(error.body or "{}").get("message", error.reason))
-    except (TypeError, ValueError):
-        return str(error.reason)
+        return str(json.loads(body or "{}").get("message", reason))
+    except (TypeError, ValueError, AttributeError):
+        return str(reason)

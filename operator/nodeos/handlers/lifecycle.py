@@ -90,6 +90,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.osapi = osapi
     memo.rollouts = {}
     kube = KubeClient(api)
+    memo.kube = kube
 
     async def osapi_for(access: OsApiAccess) -> tuple[TalosClient, Routing]:
         secret = access.talosconfig_secret
@@ -143,7 +144,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Closes the OS API connections, and sets the operator's stop flag.
+    """Closes the OS API and API server connections, and sets the operator's stop flag.
 
     kopf replaces our SIGTERM handler with its own, which does not set the stop flag; kopf
     would then wait 5 s for the task that waits on the flag before it exits.
@@ -154,6 +155,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     osapi = getattr(memo, "osapi", None)
     if osapi is not None:
         await osapi.close()
+    kube = getattr(memo, "kube", None)
+    if kube is not None:
+        await kube.close()
 
 
 def api_client(cfg: OperatorConfig) -> client.ApiClient:

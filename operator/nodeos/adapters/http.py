@@ -1,0 +1,93 @@
+"""``JsonSession``: requests to the API server on the event loop, with an ApiClient's settings.
+
+The official kubernetes client is synchronous: each call takes a worker thread, and at a
+thousand nodes in flight the hand-offs between threads and urllib3's work per request cost
+more CPU than the requests themselves (about a third of the operator's CPU in a 1,000-node
+rollout). The engine's frequent requests go through one aiohttp session instead, made from the
+same configuration: host, CA (file or data), client certificate, verification and server name,
+proxy, and the bearer token, read through the configuration for every request, so a rotated
+service-account token or a refreshed exec credential is used as the official client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import aiohttp
+from kubernetes import client
+
+_TIMEOUT_S = 60.0  # no request of the engine's may hang: it ends as "no answer"
+
+
+class JsonSession:
+    """One connection pool to the API server, opened on first use in the running loop."""
+
+    def __init__(self, configuration: client.Configuration, limit: int) -> None:
+        self._config = configuration
+        self._limit = limit
+        self._host = str(configuration.host).rstrip("/")
+        self._ssl: ssl.SSLContext | bool = (
+            _ssl_context(configuration) if self._host.startswith("https:") else False
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def auth(self) -> dict[str, str]:
+        """The Authorization header the configuration gives now, if any."""
+        setting: Any = self._config.auth_settings().get("BearerToken")
+        value = setting.get("value") if setting else None
+        return {"Authorization": str(value)} if value else {}
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None,
+        data: bytes | None,
+        headers: dict[str, str],
+    ) -> tuple[int, str, bytes]:
+        """Sends one request; returns its status, reason and body."""
+        async with self._open().request(
+            method,
+            self._host + path,
+            params=query,
+            data=data,
+            headers=headers,
+            proxy=self._config.proxy or None,
+            server_hostname=self._config.tls_server_name or None,
+        ) as response:
+            return response.status, response.reason or "", await response.read()
+
+    async def close(self) -> None:
+        """Closes the pool (a later request opens another)."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S)
+            )
+            self._loop = loop
+        return self._session
+
+
+def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext:
+    """TLS as the official client sets it up from the same configuration."""
+    context = ssl.create_default_context(
+        cafile=configuration.ssl_ca_cert or None,
+        cadata=configuration.ca_cert_data or None,
+    )
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif configuration.assert_hostname is False:
+        context.check_hostname = False
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+    return context
