@@ -242,3 +242,40 @@ async def test_a_staged_change_whose_write_failed_is_kept_for_the_next_one() -> 
     await store.commit(lambda draft: None, nodes=["a"])
     assert kube.records()["a"]["phase"] == "Verifying"
     await store.close()
+
+
+async def test_a_staged_record_being_written_lands_before_the_uncordon_that_carries_done(
+    monkeypatch: Any,
+) -> None:
+    """The fault campaign's seed 733: a staged Verifying, written alone after the deferral
+    and slow to land, arrived after the uncordon that carried Done, and the Node said
+    Verifying for good while the engine thought the node done."""
+    monkeypatch.setattr(status_module, "DEFER_S", 0.05)
+    kube = with_nodes("a")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
+    writes_alone = kube.annotate_node
+    sent = asyncio.Event()
+
+    async def slow(node: str, key: str, value: str | None) -> None:
+        sent.set()
+        await asyncio.sleep(0.3)  # the request is on its way; it lands later
+        await writes_alone(node, key, value)
+
+    kube.annotate_node = slow  # type: ignore[method-assign]
+    store.stage(move("a", "Cordoning", "Verifying"), NodeProgress(name="a", phase="Verifying"))
+    await asyncio.wait_for(sent.wait(), 2)  # the deferred writer sent Verifying alone
+    store.stage(move("a", "Verifying", "Uncordoning"), NodeProgress(name="a", phase="Uncordoning"))
+    done = NodeProgress(name="a", phase="Done")
+    async with store.riding("a"):  # the uncordon, writing Done on the Node itself
+        await writes_alone("a", annotation_key("p"), encode(done, "uid-1"))
+
+    def finish(draft: Draft) -> None:
+        if draft.nodes["a"].phase == "Uncordoning":
+            draft.nodes["a"] = done  # the very record the uncordon carried: not written again
+
+    await store.commit(finish, nodes=["a"], on_node=done)
+    await asyncio.sleep(0.4)  # anything still in flight lands
+    assert kube.records()["a"]["phase"] == "Done"
+    await store.close()

@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import re
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import yaml
@@ -41,6 +42,8 @@ class RecordRide:
 
     expect: Callable[[Result], NodeProgress]
     annotation: Callable[[NodeProgress], dict[str, str]]
+    # around the write: no other write of the node's record may be in flight meanwhile
+    hold: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
     result: Result | None = None
     record: NodeProgress | None = None
     written: bool = False
@@ -94,7 +97,8 @@ async def perform(action: Action, progress: NodeProgress, ctx: NodeContext) -> R
                 if progress.cordoned_by_us is not False:
                     ride = ctx.ride.annotations(Result()) if ctx.ride else None
                     with contextlib.suppress(NotFoundError):
-                        lifted = await ctx.kube.uncordon(ctx.node.name, ctx.plan, ride)
+                        async with _held(ctx):
+                            lifted = await ctx.kube.uncordon(ctx.node.name, ctx.plan, ride)
                         if lifted and ctx.ride is not None:
                             ctx.ride.written = True
                 return Result()
@@ -114,6 +118,11 @@ async def perform(action: Action, progress: NodeProgress, ctx: NodeContext) -> R
         return Result(transient=True, message=f"not found: {error}")
 
 
+def _held(ctx: NodeContext) -> AbstractAsyncContextManager[None]:
+    """Around a write that carries the node's record (``RecordRide.hold``)."""
+    return ctx.ride.hold() if ctx.ride is not None else contextlib.nullcontext()
+
+
 async def _cordon(ctx: NodeContext) -> Result:
     boot_id = await ctx.osapi.boot_id(ctx.target)
     version = (await ctx.osapi.version(ctx.target)).tag
@@ -123,9 +132,10 @@ async def _cordon(ctx: NodeContext) -> Result:
     ride = ctx.ride.annotations(ours) if ctx.ride else None
     seen = ctx.node  # free to cordon at the version watched: no read needed unless it moved
     free = not seen.unschedulable or seen.cordoned_by == ctx.plan
-    cordon = await ctx.kube.cordon(
-        ctx.node.name, ctx.plan, ride, seen.resource_version if free else None
-    )
+    async with _held(ctx):
+        cordon = await ctx.kube.cordon(
+            ctx.node.name, ctx.plan, ride, seen.resource_version if free else None
+        )
     if cordon.holder is not None and ctx.is_plan(cordon.holder):  # one plan at a time
         return Result(requeue=f"UpgradePlan {cordon.holder} holds the node")
     if cordon.ours and ctx.ride is not None:

@@ -528,6 +528,7 @@ class PlanRollout:
         return RecordRide(
             expect=lambda result: sm.after(progress, action, result, ctx, self.deps.clock()),
             annotation=self.store.annotation,
+            hold=functools.partial(self.store.riding, progress.name),
         )
 
     def _cordon_blocked(self, spec: UpgradePlanSpec, progress: NodeProgress) -> str | None:

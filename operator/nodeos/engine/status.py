@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from nodeos.core import records
@@ -79,6 +79,8 @@ class StatusStore:
         self._deferred: dict[str, list[tuple[Mutation, NodeProgress]]] = {}
         self._deferred_since: dict[str, float] = {}  # each node's oldest, in loop time
         self._deferred_writer: asyncio.Task[None] | None = None
+        self._riding: set[str] = set()  # nodes whose record rides on a cordon or uncordon now
+        self._writing: list[tuple[Mutation, asyncio.Future[UpgradePlanStatus] | None]] = []
 
     async def load(self) -> dict[str, Any]:
         """Reads the plan and its records on the Nodes; returns the plan object.
@@ -140,14 +142,47 @@ class StatusStore:
         if self._deferred_writer is None or self._deferred_writer.done():
             self._deferred_writer = asyncio.create_task(self._write_deferred())
 
+    @contextlib.asynccontextmanager
+    async def riding(self, name: str) -> AsyncIterator[None]:
+        """Around a cordon or uncordon that carries the node's record in its own write.
+
+        Two writes of one Node's record must not be in flight at once: the one landing last
+        wins, and a staged record landing after the uncordon that carried Done would put the
+        node back in Verifying on its Node. So the node's staged changes are held back meanwhile
+        (the commit that follows takes them in, or they are written after), and a write that
+        already took them is waited for.
+        """
+        self._riding.add(name)
+        try:
+            if self._writing_staged(name):
+                async with self._lock:  # a staged record of it is being written: let it land
+                    pass
+            yield
+        finally:
+            self._riding.discard(name)
+
+    def _writing_staged(self, name: str) -> bool:
+        """Whether a staged change of the node is in the write under way or the next one."""
+        return any(
+            isinstance(mutate, _Staged) and mutate.record.name == name
+            for mutate, _ in (*self._writing, *self._pending)
+        )
+
     async def _write_deferred(self) -> None:
         """Writes each node's staged changes once the oldest has waited ``DEFER_S``."""
         loop = asyncio.get_running_loop()
         while self._deferred_since:
-            oldest = min(self._deferred_since.values())
-            await asyncio.sleep(max(0.0, oldest + DEFER_S - loop.time()))
+            free = [
+                since for name, since in self._deferred_since.items() if name not in self._riding
+            ]
+            oldest = min(free) if free else loop.time()  # all riding: look again in DEFER_S
+            await asyncio.sleep(max(0.05, oldest + DEFER_S - loop.time()))
             now = loop.time()
-            due = [name for name, since in self._deferred_since.items() if since + DEFER_S <= now]
+            due = [
+                name
+                for name, since in self._deferred_since.items()
+                if since + DEFER_S <= now and name not in self._riding
+            ]
             if due:
                 with contextlib.suppress(Exception):  # a failed write drops what it staged
                     await self.commit(_unchanged, nodes=due)
@@ -196,6 +231,7 @@ class StatusStore:
         async with self._lock:
             while self._pending:
                 batch, self._pending = self._pending, []
+                self._writing = batch
                 try:
                     status = await self._write([mutate for mutate, _ in batch])
                 except Exception as error:  # every waiter of this batch learns it failed
@@ -204,6 +240,8 @@ class StatusStore:
                         if done is not None and not done.done():
                             done.set_exception(error)
                     continue
+                finally:
+                    self._writing = []
                 self._unstage(batch)
                 for _, done in batch:
                     if done is not None and not done.done():
