@@ -254,6 +254,9 @@ def main() -> int:
         )
         requests = _metric(metrics_port, "nodeos_kube_requests_total") - requests_before
         latency = _histogram_quantiles(metrics_port, "nodeos_transition_latency_seconds")
+        os_api_calls = _counts_by_label(
+            metrics_port, "nodeos_osapi_call_duration_seconds_count", "method"
+        )
         time.sleep(2)  # the API server writes its audit log in batches
         audit, timeline = _audit_figures(sandbox.audit_log, started_at, ended_at, total)
         figures = {
@@ -270,6 +273,10 @@ def main() -> int:
             "overhead_ratio (wall / ideal)": round(wall / ideal, 3),
             "transition_latency_s": latency,
             "engine_requests_per_node": round(requests / total, 1),
+            "os_api_calls_per_node": {
+                "total": round(sum(os_api_calls.values()) / total, 1),
+                **{method: round(n / total, 2) for method, n in sorted(os_api_calls.items())},
+            },
             "operator_requests (audit log)": audit,
             "operator_peak_rss_mib": peak_rss,
             "operator_cpu_s": round(_cpu_seconds(op.pid) - cpu_before, 1),
@@ -522,6 +529,17 @@ def _metric(port: int, name: str) -> float:
         for line in text.splitlines()
         if line.startswith(name) and not line.startswith("#")
     )
+
+
+def _counts_by_label(port: int, name: str, label: str) -> dict[str, float]:
+    """A counter's samples by one label's value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'{label}="' in line:
+            value = line.split(f'{label}="')[1].split('"')[0]
+            found[value] = found.get(value, 0.0) + float(line.split()[-1])
+    return found
 
 
 def _histogram_quantiles(port: int, name: str) -> dict[str, float | None]:
