@@ -61,6 +61,7 @@ async def test_a_request_carries_the_token_the_query_and_times_as_rfc3339(
     method, url, headers, body = server.seen[-1]
     assert (method, url) == ("POST", "/api/v1/namespaces/default/events")
     assert headers["Authorization"] == "Bearer a-token"
+    assert headers["Accept-Encoding"] == "identity", "the API server would gzip every answer"
     assert headers["Content-Type"] == "application/json"
     sent = json.loads(body)
     assert sent["involvedObject"]["uid"] == "uid-1"

@@ -463,7 +463,9 @@ class KubeClient:
         """One request with a JSON body and answer, on the event loop (see the module)."""
         FENCE.check()
         REQUESTS.inc()
-        headers = {"Accept": accept, **self._http.auth()}
+        # identity: the API server gzips any answer to a client that accepts it, which at
+        # 1,000 nodes cost it 12 s of CPU more (and the rollout 7 s) for answers of a few KB
+        headers = {"Accept": accept, "Accept-Encoding": "identity", **self._http.auth()}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
