@@ -93,12 +93,7 @@ class KubeClient:
             call = functools.partial(func, *args, **kwargs)
             return await asyncio.get_running_loop().run_in_executor(self._threads, call)
         except ApiException as error:
-            message = _message(error)
-            if error.status == 404:
-                raise NotFoundError(message) from None
-            if error.status == 409:
-                raise ConflictError(message) from None
-            raise KubeApiError(int(error.status or 0), message) from None
+            raise _port_error(int(error.status or 0), _message(error)) from None
         except (HTTPError, OSError) as error:
             raise KubeApiError(0, f"no answer from the API server: {error}") from None
 
@@ -475,12 +470,7 @@ class KubeClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             raise KubeApiError(0, f"no answer from the API server: {error!r}") from None
         if not 200 <= status <= 299:
-            message = _message_of(payload, reason)
-            if status == 404:
-                raise NotFoundError(message)
-            if status == 409:
-                raise ConflictError(message)
-            raise KubeApiError(status, message)
+            raise _port_error(status, _message_of(payload, reason))
         return json.loads(payload or b"null")
 
     async def close(self) -> None:
@@ -518,6 +508,15 @@ def _pod_view(pod: dict[str, Any]) -> PodView:
         labels=dict(metadata.get("labels") or {}),
         empty_dir=any("emptyDir" in volume for volume in spec.get("volumes") or []),
     )
+
+
+def _port_error(status: int, message: str) -> Exception:
+    """The port's error for an answer with this HTTP status."""
+    if status == 404:
+        return NotFoundError(message)
+    if status == 409:
+        return ConflictError(message)
+    return KubeApiError(status, message)
 
 
 def _encodable(value: object) -> str:
