@@ -2,19 +2,22 @@
 
 Faked here: the cluster (nodes, the plan object with resourceVersion checks, events) and the
 nodes' OS API (an install takes effect at the next reboot, which happens at once). The engine,
-planner and state machine are the real ones.
+planner and state machine are the real ones. The tests tell the engine of every node as the
+Node watch would (``node_moved``), whether or not it changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from typing import Any
 
 from helpers.fakes import NEW, FakeKube, FakeNode, FakeOsApi
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION, NodeView
 from nodeos.engine.rollout import EngineDeps, PlanRollout
 from nodeos.engine.routing import Routing
+from nodeos.ports.osapi import ErrorKind, NodeTarget, OsApiError
 from nodeos.ports.prometheus import Alert, PrometheusError
 
 
@@ -23,13 +26,21 @@ def views(nodes: dict[str, FakeNode]) -> dict[str, NodeView]:
         n.name: NodeView(
             name=n.name,
             labels={"pool": "a"},
-            ready=True,
+            ready=n.ready,
             unschedulable=n.unschedulable,
             cordoned_by=n.annotations.get(CORDONED_BY_ANNOTATION),
             os_image=f"Talos ({n.version})",
+            boot_id=n.boot_id,
         )
         for n in nodes.values()
     }
+
+
+def tick(rollout: PlanRollout, nodes: dict[str, FakeNode]) -> None:
+    """What the watches would do meanwhile: wake the plan, and tell it of every node."""
+    rollout.wake.set()
+    for name in nodes:
+        rollout.node_moved(name)
 
 
 async def roll(kube: FakeKube, osapi: FakeOsApi, nodes: dict[str, FakeNode]) -> None:
@@ -45,7 +56,7 @@ async def roll(kube: FakeKube, osapi: FakeOsApi, nodes: dict[str, FakeNode]) -> 
     deadline = asyncio.get_running_loop().time() + 10
     while (kube.plan.get("status") or {}).get("phase") != "Completed":
         assert asyncio.get_running_loop().time() < deadline, kube.plan.get("status")
-        rollout.wake.set()
+        tick(rollout, nodes)
         await asyncio.sleep(0.02)
     stop.set()
     rollout.wake.set()
@@ -92,8 +103,47 @@ async def test_the_cordon_and_the_uncordon_carry_the_records_they_lead_to() -> N
     assert {n: r["phase"] for n, r in kube.records().items()} == dict.fromkeys(nodes, "Done")
     for name in nodes:
         alone = [phase for node, phase in written if node == name]
-        # the install and the reboot request are written on their own, before the next action
-        assert alone == ["Upgrading", "Rebooting", "Rebooting"], (name, alone)
+        # Upgrading before the install call; the reboot request, with what the install did,
+        # before the wait for the node: each on its own, before the next action
+        assert alone == ["Upgrading", "Rebooting"], (name, alone)
+
+
+class SlowReboots(FakeOsApi):
+    """Nodes that are away for a while after the reboot call: their OS API refuses, their
+    kubelet reports NotReady, then they come back with a new boot, Ready."""
+
+    def __init__(self, nodes: dict[str, FakeNode]) -> None:
+        super().__init__(nodes)
+        self.boot_id_reads: Counter[str] = Counter()
+        self.reads_while_down: Counter[str] = Counter()
+        self.away: set[str] = set()
+
+    async def boot_id(self, node: NodeTarget, *, rebooting: bool = False) -> str:
+        self.boot_id_reads[node.name] += 1
+        if node.name in self.away:
+            self.reads_while_down[node.name] += 1
+            raise OsApiError(node.name, ErrorKind.TRANSIENT, "UNAVAILABLE", "connection refused")
+        return await super().boot_id(node)
+
+    async def reboot(self, node: NodeTarget, mode: str = "Default") -> None:
+        self.away.add(node.name)
+        self.nodes[node.name].ready = False
+        asyncio.get_running_loop().call_later(0.5, self._back, node.name)
+
+    def _back(self, name: str) -> None:
+        self.boot(name)
+        self.away.discard(name)
+        self.nodes[name].ready = True
+
+
+async def test_a_rebooting_node_is_asked_for_its_boot_id_once_its_node_is_ready_again() -> None:
+    nodes = {f"w-{i}": FakeNode(f"w-{i}") for i in range(2)}
+    kube, osapi = FakeKube(nodes, plan(2)), SlowReboots(nodes)
+    await roll(kube, osapi, nodes)
+    assert all(n.version == NEW and not n.unschedulable for n in nodes.values())
+    # the cordon, the reboot's check, once back, the verification: none while it was away
+    assert osapi.reads_while_down == Counter()
+    assert osapi.boot_id_reads == dict.fromkeys(nodes, 4)
 
 
 async def test_a_worker_that_fails_unexpectedly_is_resumed(caplog: Any) -> None:
@@ -127,10 +177,10 @@ async def run_until(
     deadline = asyncio.get_running_loop().time() + 10
     while not done(kube.plan.get("status") or {}):
         assert asyncio.get_running_loop().time() < deadline, kube.plan.get("status")
-        rollout.wake.set()
+        tick(rollout, nodes)
         await asyncio.sleep(0.02)
     for _ in range(5):  # a few more reconciles: nothing more is reported
-        rollout.wake.set()
+        tick(rollout, nodes)
         await asyncio.sleep(0.02)
     stop.set()
     rollout.wake.set()

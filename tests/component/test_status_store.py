@@ -88,7 +88,8 @@ async def test_records_live_on_their_nodes_and_a_transition_writes_only_its_own(
 
     again = StatusStore(kube, "p")  # a restarted operator reads them back
     await again.load()
-    assert again.status == store.status
+    assert again.summary == store.summary
+    assert again.records == store.records
 
 
 async def test_records_left_in_the_status_by_an_earlier_version_move_to_the_nodes() -> None:
@@ -100,7 +101,7 @@ async def test_records_left_in_the_status_by_an_earlier_version_move_to_the_node
     kube = with_nodes("a", "b", status=legacy)
     store = StatusStore(kube, "p")
     await store.load()
-    assert [r.phase for r in store.status.nodes] == ["Draining", "Done"]
+    assert {n: r.phase for n, r in store.records.items()} == {"a": "Draining", "b": "Done"}
     await store.commit(claim("c-missing"))  # any change: the next write moves them
     assert "nodes" not in kube.plan["status"]
     assert {n: r["phase"] for n, r in kube.records().items()} == {"a": "Draining", "b": "Done"}
@@ -113,7 +114,7 @@ async def test_a_record_of_another_plan_with_the_same_name_is_not_taken_up() -> 
     )
     store = StatusStore(kube, "p")
     await store.load()
-    assert store.status.nodes == []
+    assert store.records == {}
 
 
 async def test_a_failed_record_write_keeps_the_stored_record_and_reports_the_error() -> None:
@@ -133,7 +134,7 @@ async def test_a_failed_record_write_keeps_the_stored_record_and_reports_the_err
 
     with pytest.raises(KubeApiError):
         await store.commit(drain)
-    assert store.status.nodes[0].phase == "Cordoning", "memory says what is stored"
+    assert store.records["a"].phase == "Cordoning", "memory says what is stored"
     kube.annotate_node = failing  # type: ignore[method-assign]
     await store.commit(drain)
     assert kube.records()["a"]["phase"] == "Draining"
@@ -158,8 +159,8 @@ async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write(
     with pytest.raises(KubeApiError):
         await store.commit(drain)
     kube.annotate_node = stores  # type: ignore[method-assign]
-    status = await store.commit(lambda draft: None)
-    assert status.nodes[0].phase == "Draining", "the next write starts from what the Node has"
+    await store.commit(lambda draft: None)
+    assert store.records["a"].phase == "Draining", "the next write starts from what the Node has"
 
 
 def move(name: str, before: str, after: str):  # type: ignore[no-untyped-def]
@@ -216,7 +217,7 @@ async def test_a_restart_forgets_what_was_staged_and_a_reload_keeps_it() -> None
     restarted = StatusStore(kube, "p")
     await restarted.load()
     assert restarted.staged("a") is None
-    assert restarted.status.nodes[0].phase == "Cordoning"
+    assert restarted.records["a"].phase == "Cordoning"
     await restarted.commit(lambda draft: None)
     assert kube.records()["a"]["phase"] == "Cordoning", "what was lost is not written later"
     await store.close()
@@ -278,4 +279,90 @@ async def test_a_staged_record_being_written_lands_before_the_uncordon_that_carr
     await store.commit(finish, nodes=["a"], on_node=done)
     await asyncio.sleep(0.4)  # anything still in flight lands
     assert kube.records()["a"]["phase"] == "Done"
+    await store.close()
+
+
+class _CountingScans(dict[str, NodeProgress]):
+    """Records that count how often they are walked through."""
+
+    scans = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        _CountingScans.scans += 1
+        return super().__iter__()
+
+    def items(self):  # type: ignore[no-untyped-def]
+        _CountingScans.scans += 1
+        return super().items()
+
+    def values(self):  # type: ignore[no-untyped-def]
+        _CountingScans.scans += 1
+        return super().values()
+
+
+async def test_a_transition_does_not_walk_through_every_record() -> None:
+    kube = with_nodes(*(f"n-{i}" for i in range(50)))
+    store = StatusStore(kube, "p")
+    await store.load()
+    for i in range(50):
+        await store.commit(claim(f"n-{i}"))
+    store.records = _CountingScans(store.records)
+    writes = store.record_writes
+    await store.commit(move("n-7", "Cordoning", "Draining"), nodes=["n-7"])
+    assert _CountingScans.scans == 0, "a commit costs work per record it changes, not per record"
+    assert store.record_writes == writes + 1
+    assert store.records["n-7"].phase == "Draining"
+    assert kube.records()["n-7"]["phase"] == "Draining"
+
+
+async def test_records_left_in_the_status_are_moved_even_when_nothing_else_changes() -> None:
+    legacy = {"phase": "Progressing", "nodes": [{"name": "a", "phase": "Done"}]}
+    kube = with_nodes("a", status=legacy)
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(lambda draft: None)
+    assert "nodes" not in kube.plan["status"]
+    assert kube.records()["a"]["phase"] == "Done"
+
+
+async def test_a_staged_change_that_no_longer_applies_is_dropped_when_the_records_are_read() -> (
+    None
+):
+    """Fault campaign seed 1472: a staged Verifying went back to be written after a write that
+    failed, but that write (a Failed) had landed, its reply lost; the worker resumed from the
+    staged record and verified and uncordoned a node its stored record said had failed."""
+    kube = with_nodes("a")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
+    await store.commit(move("a", "Cordoning", "Rebooting"), nodes=["a"])
+    store.stage(move("a", "Rebooting", "Verifying"), NodeProgress(name="a", phase="Verifying"))
+    stores = kube.annotate_node
+
+    async def lose_reply(node: str, key: str, value: str | None) -> None:
+        await stores(node, key, value)
+        raise KubeApiError(0, "connection reset after the request was sent")
+
+    kube.annotate_node = lose_reply  # type: ignore[method-assign]
+    with pytest.raises(KubeApiError):
+        await store.commit(move("a", "Verifying", "Failed"), nodes=["a"])
+    kube.annotate_node = stores  # type: ignore[method-assign]
+    assert kube.records()["a"]["phase"] == "Failed", "the write landed"
+    await store.load()  # what the worker does after a failed write
+    assert store.records["a"].phase == "Failed"
+    assert store.staged("a") is None, "the staged Verifying applies to a record that is gone"
+    await store.commit(lambda draft: None, nodes=["a"])
+    assert kube.records()["a"]["phase"] == "Failed"
+
+
+async def test_a_staged_change_that_still_applies_survives_a_reload() -> None:
+    kube = with_nodes("a")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
+    await store.commit(move("a", "Cordoning", "Rebooting"), nodes=["a"])
+    store.stage(move("a", "Rebooting", "Verifying"), NodeProgress(name="a", phase="Verifying"))
+    await store.load()
+    staged = store.staged("a")
+    assert staged is not None and staged.phase == "Verifying"
     await store.close()

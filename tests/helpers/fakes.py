@@ -47,6 +47,7 @@ class FakeNode:
     boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     unschedulable: bool = False
     annotations: dict[str, str] = field(default_factory=dict)
+    ready: bool = True  # what its kubelet reports
 
 
 class FakeKube:
@@ -227,7 +228,11 @@ class FakeOsApi:
         return InstallOutcome(api="Lifecycle", reboots_itself=False)
 
     async def reboot(self, node: NodeTarget, mode: str = "Default") -> None:
-        n = self.nodes[node.name]
+        self.boot(node.name)
+
+    def boot(self, name: str) -> None:
+        """The node boots again: on what was installed, with a new boot ID."""
+        n = self.nodes[name]
         if n.pending and n.pending != n.version:
             n.previous, n.version, n.pending = n.version, n.pending, None
         n.boot_id = str(uuid.uuid4())

@@ -145,10 +145,15 @@ def deferrable(before: NodeProgress, after: NodeProgress) -> bool:
 
     True for a new message alone and for steps the resumed worker repeats by itself (a check
     that passes again). Never for anything that records what was done to the node (cordon,
-    install, reboot asked, slot released): those are stored before the next action.
+    reboot asked, slot released): those are stored before the next action. The install is the
+    exception that proves the rule: Upgrading is stored before the install call, and a resumed
+    worker takes any Upgrading record as possibly installed (``resume``), so the record that
+    says it was installed rides on the next write, the reboot's.
     """
     if before.phase == after.phase:
         return replace(after, message=before.message) == before
+    if (before.phase, after.phase) == ("Upgrading", "Rebooting"):
+        return after.reboot_requested_at is None  # an install that rebooted by itself: stored
     return (before.phase, after.phase) in _REPEATABLE_STEPS
 
 

@@ -23,7 +23,7 @@ RETRY_ANNOTATION = "nodeos.dev/retry"
 
 async def handle_spec_change(store: StatusStore, kube: KubeApi, plan: str, snap: Snapshot) -> bool:
     """Resets records after a spec change or a retry; True when it did."""
-    status = store.status
+    status = store.summary
     retry = RETRY_ANNOTATION in snap.annotations
     changed = (
         status.observed_generation is not None and snap.generation > status.observed_generation
@@ -32,9 +32,10 @@ async def handle_spec_change(store: StatusStore, kube: KubeApi, plan: str, snap:
         return False
 
     def reset(draft: Draft) -> None:
-        draft.nodes, draft.in_flight = after_change(
+        records, draft.in_flight = after_change(
             draft.nodes, draft.in_flight, snap.spec.target.version
         )
+        draft.replace_nodes(records)
         draft.summary.pop("completed_at", None)
 
     await store.commit(reset, nodes=None)  # it reads every record, staged changes first
@@ -57,7 +58,7 @@ async def canary_hold(
         snap.spec.strategy.canary,
         canary_nodes,
         progress,
-        recorded=has_condition(store.status.conditions, "CanaryComplete"),
+        recorded=has_condition(store.summary.conditions, "CanaryComplete"),
         approved=canary.APPROVE_ANNOTATION in snap.annotations,
         now=now,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from nodeos.core import planner
 from nodeos.core.summary import plan_phase, set_condition
@@ -206,7 +206,9 @@ def _waiting(status: UpgradePlanStatus) -> Condition | None:
     return next((c for c in status.conditions if c.type == "Waiting" and c.status == "True"), None)
 
 
-def export_metrics(plan: str, status: UpgradePlanStatus) -> None:
+def export_metrics(
+    plan: str, status: UpgradePlanStatus, records: Mapping[str, NodeProgress]
+) -> None:
     """The plan's phase, and its selected nodes per phase (they sum to the selection)."""
     owner = f"plan/{plan}"
     for phase in PLAN_PHASES:
@@ -214,9 +216,8 @@ def export_metrics(plan: str, status: UpgradePlanStatus) -> None:
         gauge.set(1 if status.phase == phase else 0)
     counts = status.counts
     by_phase = {"Pending": counts.pending, "Done": counts.updated, "Failed": counts.failed}
-    flying = set(status.in_flight)
-    for record in status.nodes:
-        if record.name in flying:
+    for name in status.in_flight:
+        if (record := records.get(name)) is not None:
             by_phase[record.phase] = by_phase.get(record.phase, 0) + 1
     for phase, count in by_phase.items():
         metrics.series(metrics.NODES_BY_PHASE, owner, plan, phase).set(count)

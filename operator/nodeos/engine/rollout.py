@@ -17,7 +17,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,7 @@ from nodeos.engine.snapshot import InvalidSpecError, PlanReader, Snapshot
 from nodeos.engine.status import Draft, StatusStore
 from nodeos.models.nodeapi import OsApiAccess
 from nodeos.models.rollout import RolloutPolicy
-from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec, UpgradePlanStatus
+from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
 from nodeos.ports.fence import FencedError
 from nodeos.ports.kube import ConflictError, KubeApi, KubeApiError
 from nodeos.ports.osapi import OsApi
@@ -62,11 +62,14 @@ _IDLE_WAKE_S = 5.0
 # fleet's stream of wakes cannot starve the workers
 _STEP_GAP_FACTOR = 2.0
 _MAX_STEP_GAP_S = 1.0
-# A check that waits for the Node's own report runs again when the watch shows the Node
-# changed, and at least this often should a watch event be late. A rebooting node is asked
-# for its boot ID the same way (its kubelet posts NotReady, then the new boot): polling every
-# poll_s cost ten OS API calls per reboot.
+# A check that waits for the Node's own report runs again when the watch shows the Node's
+# health changed (Ready, boot ID, OS image), and at least this often should a watch event be
+# late. A rebooting node is asked for its boot ID the same way: when its kubelet reports it
+# Ready (NotReady says it is going down, not that it is back), and otherwise at intervals that
+# double from _NODE_WAIT_S up to _REBOOT_WAIT_S. Polling every poll_s cost ten OS API calls per
+# reboot; every 2 s, five.
 _NODE_WAIT_S = 2.0
+_REBOOT_WAIT_S = 8.0
 _FREES_SLOT = frozenset({*planner.TERMINAL, "Pending"})
 
 
@@ -119,8 +122,6 @@ class PlanRollout:
         # own handover is measured even when several are freed at once
         self._freed_at: deque[float] = deque()
         self._durations: list[float] = []
-        self._records_of: UpgradePlanStatus | None = None  # what _by_name indexes
-        self._by_name: dict[str, NodeProgress] = {}
         self.osapi: OsApi = deps.osapi
         self.routing: Routing = deps.routing
         self._access: OsApiAccess | None = None
@@ -150,9 +151,9 @@ class PlanRollout:
                     if not loaded:
                         await self.store.load()
                         loaded = True
-                        self._logged_phase = self.store.status.phase
-                        self._waiting_for = waiting_reason(self.store.status)
-                        for name in list(self.store.status.in_flight):
+                        self._logged_phase = self.store.summary.phase
+                        self._waiting_for = waiting_reason(self.store.summary)
+                        for name in list(self.store.summary.in_flight):
                             self._spawn(name, resumed=True)
                     self._planning_s = 0.0
                     timeout = await self.step()
@@ -234,17 +235,17 @@ class PlanRollout:
         now = self.deps.clock()
         await self._use_access(spec)
         if await plan_edits.handle_spec_change(self.store, self.deps.kube, self.name, snap):
-            for name in self.store.status.in_flight:
+            for name in self.store.summary.in_flight:
                 self._spawn(name, resumed=True)
         selected = self._selection(spec).nodes
-        status = self.store.status
+        status = self.store.summary
         canary_hold = await plan_edits.canary_hold(
             self.store,
             self.deps.kube,
             self.name,
             snap,
             planner.canary_nodes(spec, list(selected.values()), self.deps.operator_node),
-            _records(status, spec),
+            _records(self.store.records, status.in_flight, spec),
             now,
         )
         plans = self.plans()
@@ -288,7 +289,7 @@ class PlanRollout:
             asked[:] = [(dict(records), list(in_flight), decision)]
             return decision
 
-        decision = decide(_records(status, spec), status.in_flight)
+        decision = decide(_records(self.store.records, status.in_flight, spec), status.in_flight)
         held: planner.Waiting | None = None
         start = list(decision.start)
         needs_etcd = spec.strategy.control_plane.require_healthy_etcd
@@ -340,8 +341,13 @@ class PlanRollout:
             first: dict[str, NodeProgress] = {}
 
             def claim_and_report(draft: Draft) -> None:
-                # one write: the slots in the ledger, and the summary that counts them
-                self._claim(draft, start, spec, policy, now, selected, first)
+                # one write: the slots in the ledger, and the summary that counts them. The
+                # step's checks took time (etcd, health checks): a node another plan took
+                # meanwhile is left to it, as seen now, just before the write
+                held = planner.held_elsewhere(self.name, self.plans(), [selected[n] for n in start])
+                first.clear()
+                free = [name for name in start if name not in held]
+                self._claim(draft, free, spec, policy, now, selected, first)
                 report(draft)
 
             await self.store.commit(claim_and_report)
@@ -349,28 +355,28 @@ class PlanRollout:
                 # with the cordon (the same write) or on its own within DEFER_S; a slot whose
                 # record never arrived is given back by the resumed worker, the node untouched
                 self.store.stage(functools.partial(_put, record=record), record)
-            for name in start:
+            for name in first:
                 self._spawn(name, resumed=False)
             # in the background: a step must not wait on Events while slots are free
             self._announce_soon(
                 [
                     (NodeProgress(name=name, phase="Pending"), claimed)
-                    for name in start
+                    for name in first
                     if (claimed := self._progress(name)) is not None
                     and claimed.phase == "Cordoning"
                 ]
             )
         else:
             await self.store.commit(report)
-        for name in self.store.status.in_flight:
+        for name in self.store.summary.in_flight:
             self._spawn(name, resumed=True)  # only where no worker runs (one failed)
         self._last_error = None
-        log_plan_change(self.name, phase_before, self.store.status)
-        self._logged_phase = self.store.status.phase
+        log_plan_change(self.name, phase_before, self.store.summary)
+        self._logged_phase = self.store.summary.phase
         self._waiting_for = await warn_when_stuck(
-            self.deps.kube, self.name, self.uid, self._waiting_for, self.store.status
+            self.deps.kube, self.name, self.uid, self._waiting_for, self.store.summary
         )
-        export_metrics(self.name, self.store.status)
+        export_metrics(self.name, self.store.summary, self.store.records)
         return self._sleep_for(now)
 
     async def _use_access(self, spec: UpgradePlanSpec) -> None:
@@ -453,6 +459,9 @@ class PlanRollout:
                 if taken_up != progress and await self._transition(progress, taken_up):
                     await self._announce(progress, taken_up)
         view_is_recent = True  # False once a wait for the Node's change timed out
+        waited: sm.Action | None = None  # what the last wait for the Node was for
+        wait_s = _NODE_WAIT_S
+        just_rebooted = False  # this worker asked for the reboot the node is in
         while not self._stopping:
             spec = self._worker_spec()
             progress = self._progress(name)
@@ -466,7 +475,7 @@ class PlanRollout:
             if action.kind == "None":
                 release = functools.partial(_release, name=name, expected=progress)
                 await self.store.commit(release, nodes=(name,))
-                if name in self.store.status.in_flight:
+                if name in self.store.summary.in_flight:
                     continue  # the record had moved on (a write whose reply was lost): re-read
                 if progress.phase in _FREES_SLOT:
                     self._freed_at.append(time.monotonic())
@@ -474,6 +483,15 @@ class PlanRollout:
             moved = self._node_moved.setdefault(name, asyncio.Event())
             moved.clear()  # a change from here on wakes a check that waits for the Node
             view = self.nodes().get(name)
+            if waited != action:
+                wait_s = _NODE_WAIT_S
+            if action.kind == "AwaitReboot" and just_rebooted and not _back_already(view, progress):
+                # asked to reboot a moment ago: it is going down, not back yet
+                just_rebooted = False
+                view_is_recent = await self._node_back(name, moved, view, wait_s)
+                wait_s = min(_REBOOT_WAIT_S, 2 * wait_s)
+                waited = action
+                continue
             ride = self._ride(progress, action, ctx)
             if view is None:
                 result = sm.Result(transient=True, message="the Node object does not exist")
@@ -502,13 +520,19 @@ class PlanRollout:
             if action.kind == "Cordon" and result.ok and self._freed_at:
                 metrics.TRANSITION_SECONDS.observe(time.monotonic() - self._freed_at.popleft())
             if updated == progress:
-                if result.awaits_node or action.kind == "AwaitReboot":
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(moved.wait(), max(self.deps.poll_s, _NODE_WAIT_S))
-                    view_is_recent = moved.is_set()
+                if action.kind == "AwaitReboot":
+                    view_is_recent = await self._node_back(name, moved, view, wait_s)
+                    wait_s = min(_REBOOT_WAIT_S, 2 * wait_s)
+                    waited = action
+                elif result.awaits_node:
+                    view_is_recent = await self._node_healthier(name, moved, view, _NODE_WAIT_S)
+                    waited = action
                 else:
                     await asyncio.sleep(self.deps.poll_s)
                 continue
+            just_rebooted = (
+                updated.reboot_requested_at is not None and progress.reboot_requested_at is None
+            )
             if not await self._transition(progress, updated, on_node=on_node):
                 continue
             if updated.phase != progress.phase:
@@ -516,6 +540,39 @@ class PlanRollout:
                     reason = updated.reason or "Unknown"
                     metrics.series(metrics.NODE_FAILURES, self.owner, self.name, reason).inc()
                 await self._announce(progress, updated)
+
+    async def _node_healthier(
+        self, name: str, moved: asyncio.Event, seen: NodeView | None, wait_s: float
+    ) -> bool:
+        """Waits (at most ``wait_s``) until the watch shows the node's health changed.
+
+        True when it did; False when the wait timed out (the view may be stale).
+        """
+        return await self._node_change(name, moved, seen, wait_s, back=False)
+
+    async def _node_back(
+        self, name: str, moved: asyncio.Event, seen: NodeView | None, wait_s: float
+    ) -> bool:
+        """Like ``_node_healthier``, for a rebooting node: only a Ready Node may be back."""
+        return await self._node_change(name, moved, seen, wait_s, back=True)
+
+    async def _node_change(
+        self, name: str, moved: asyncio.Event, seen: NodeView | None, wait_s: float, back: bool
+    ) -> bool:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + max(self.deps.poll_s, wait_s)
+        while (left := until - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(moved.wait(), left)
+            except TimeoutError:
+                return False
+            moved.clear()
+            now = self.nodes().get(name)
+            if now is None or seen is None:
+                return True
+            if _health(now) != _health(seen) and (now.ready or not back):
+                return True
+        return False
 
     def _ride(
         self, progress: NodeProgress, action: sm.Action, ctx: sm.Context
@@ -542,7 +599,7 @@ class PlanRollout:
                 or (view is not None and view.cordoned_by == other.name)
             ):
                 return f"UpgradePlan {other.name} holds the node"
-        in_flight = [n for n in self.store.status.in_flight if n != progress.name]
+        in_flight = [n for n in self.store.summary.in_flight if n != progress.name]
         return planner.still_fits(
             spec,
             progress.name,
@@ -572,11 +629,7 @@ class PlanRollout:
         staged = self.store.staged(name)
         if staged is not None:
             return staged
-        status = self.store.status  # replaced, never changed in place, by each stored write
-        if self._records_of is not status:
-            self._by_name = {record.name: record for record in status.nodes}
-            self._records_of = status
-        return self._by_name.get(name)
+        return self.store.records.get(name)
 
     async def _announce(self, before: NodeProgress, after: NodeProgress) -> None:
         node = self.nodes().get(after.name)
@@ -631,7 +684,7 @@ class PlanRollout:
         """
         snap = self.reader.last_good
         selector = snap.spec.node_selector.to_api() if snap is not None else None
-        return planner.moves_plan(before, after, self.store.status.in_flight, selector)
+        return planner.moves_plan(before, after, self.store.summary.in_flight, selector)
 
     def _selection(self, spec: UpgradePlanSpec) -> planner.Selection:
         """The selected nodes, made again only when the nodes or the selector changed.
@@ -655,7 +708,7 @@ class PlanRollout:
     def _sleep_for(self, now: datetime.datetime) -> float:
         upcoming = [
             (record.retry_at - now).total_seconds()
-            for record in self.store.status.nodes
+            for record in self.store.records.values()
             if record.retry_at is not None and record.retry_at > now
         ]
         return max(0.05, min([_IDLE_WAKE_S, *upcoming]))
@@ -670,22 +723,41 @@ class _CurrentRecords(Mapping[str, NodeProgress]):
 
     def __getitem__(self, name: str) -> NodeProgress:
         record = self.rollout._progress(name)
-        in_flight = self.rollout.store.status.in_flight
+        in_flight = self.rollout.store.summary.in_flight
         if record is None or not planner.current(record, self.target, in_flight):
             raise KeyError(name)
         return record
 
     def __iter__(self) -> Iterator[str]:
-        return (record.name for record in self.rollout.store.status.nodes if record.name in self)
+        return (name for name in list(self.rollout.store.records) if name in self)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
 
-def _records(status: UpgradePlanStatus, spec: UpgradePlanSpec) -> dict[str, NodeProgress]:
+def _records(
+    records: Mapping[str, NodeProgress], in_flight: Sequence[str], spec: UpgradePlanSpec
+) -> dict[str, NodeProgress]:
+    """The records of the plan's current target."""
     target = spec.target.version
-    flying = frozenset(status.in_flight)
-    return {r.name: r for r in status.nodes if planner.current(r, target, flying)}
+    flying = frozenset(in_flight)
+    return {name: r for name, r in records.items() if planner.current(r, target, flying)}
+
+
+def _back_already(view: NodeView | None, progress: NodeProgress) -> bool:
+    """The watched Node is Ready on a boot other than the one the reboot was asked of."""
+    return (
+        view is not None
+        and view.ready
+        and bool(view.boot_id)
+        and bool(progress.boot_id)
+        and view.boot_id != progress.boot_id
+    )
+
+
+def _health(view: NodeView) -> tuple[bool, str, str]:
+    """What a check waiting for the Node looks at: Ready, its boot, its OS."""
+    return view.ready, view.boot_id, view.os_image
 
 
 def _policy(spec: UpgradePlanSpec) -> RolloutPolicy:

@@ -5,7 +5,9 @@ The engine is the only writer, so it works on its own copy; every change goes th
 status (phase, counts, conditions, the in-flight ledger; nothing that grows with the fleet) is
 patched with the last resourceVersion, and on a conflict (someone edited the plan) re-read and
 the changes re-applied. Each node's record is written to its own Node (``core.records``), and
-only when it changed, so a transition costs one small write whatever the fleet's size.
+only when it changed, so a transition costs one small write whatever the fleet's size. Nor does
+a commit cost work in proportion to the fleet: a ``Draft`` lays the mutation's changes over the
+records in memory (copy on write), and only the records it changed are compared and written.
 
 Order: the status first, then the records. A slot is in the ledger before its node's record
 says the node was claimed, and the worker starts only once both are stored.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from nodeos.core import records
@@ -35,21 +37,68 @@ DEFER_S = 5.0  # long enough for a Verify to end with the uncordon that carries 
 
 
 class Draft:
-    """A mutable view of the status that a mutation edits."""
+    """A mutable view of the status that a mutation edits.
 
-    def __init__(self, status: UpgradePlanStatus) -> None:
-        self.nodes: dict[str, NodeProgress] = {n.name: n for n in status.nodes}
-        self.in_flight: list[str] = list(status.in_flight)
-        self.summary: dict[str, Any] = status.model_dump(
+    ``nodes`` reads through to the records in memory and keeps only what the mutation changes,
+    so a draft costs nothing per record it does not touch.
+    """
+
+    def __init__(self, summary: UpgradePlanStatus, records: Mapping[str, NodeProgress]) -> None:
+        self.nodes = _Overlay(records)
+        self.in_flight: list[str] = list(summary.in_flight)
+        self.summary: dict[str, Any] = summary.model_dump(
             exclude={"nodes", "in_flight"}, exclude_unset=True
         )
 
-    def to_status(self) -> UpgradePlanStatus:
-        """The status the draft describes (node records sorted by name)."""
+    def replace_nodes(self, records: Mapping[str, NodeProgress]) -> None:
+        """Makes ``records`` the whole set (those missing from it are removed)."""
+        for name in [name for name in self.nodes if name not in records]:
+            del self.nodes[name]
+        for name, record in records.items():
+            if self.nodes.get(name) is not record:
+                self.nodes[name] = record
+
+    def to_summary(self) -> UpgradePlanStatus:
+        """The plan's status the draft describes, without the records."""
         data = dict(self.summary)
-        data["nodes"] = [self.nodes[name] for name in sorted(self.nodes)]
         data["in_flight"] = list(self.in_flight)
         return UpgradePlanStatus.model_validate(data)
+
+
+class _Overlay(MutableMapping[str, NodeProgress]):
+    """Records as stored, with a draft's changes on top (None in ``changes``: removed)."""
+
+    def __init__(self, base: Mapping[str, NodeProgress]) -> None:
+        self.base = base
+        self.changes: dict[str, NodeProgress | None] = {}
+
+    def __getitem__(self, name: str) -> NodeProgress:
+        if name in self.changes:
+            record = self.changes[name]
+            if record is None:
+                raise KeyError(name)
+            return record
+        return self.base[name]
+
+    def __setitem__(self, name: str, record: NodeProgress) -> None:
+        self.changes[name] = record
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self.changes[name] = None
+
+    def __iter__(self) -> Iterator[str]:
+        changes = self.changes
+        for name in self.base:
+            if name not in changes or changes[name] is not None:
+                yield name
+        for name, record in list(changes.items()):
+            if record is not None and name not in self.base:
+                yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class StatusStore:
@@ -59,7 +108,12 @@ class StatusStore:
         self.kube = kube
         self.name = name
         self.uid = ""
-        self.status = UpgradePlanStatus()
+        # The plan's status as stored (no records: ``records`` holds them), replaced, never
+        # changed in place, by each write
+        self.summary = UpgradePlanStatus()
+        # Every record as the engine last committed it (changed in place by each write): the
+        # stored ones, and records of Nodes that are gone or whose write failed meanwhile
+        self.records: dict[str, NodeProgress] = {}
         self.resource_version = ""
         self.annotations: dict[str, str] = {}
         self.writes = 0  # status writes
@@ -70,6 +124,10 @@ class StatusStore:
         # Records whose last write failed: it may have landed all the same (a lost reply), so
         # the next write reads them back first
         self._unsure: set[str] = set()
+        # Records in memory that are not on their Nodes yet (moved from an earlier version's
+        # status list); the next write stores them
+        self._unwritten: set[str] = set()
+        self._legacy_list = False  # the stored status still has that list: the next write clears it
         self._lock = asyncio.Lock()
         self._pending: list[tuple[Mutation, asyncio.Future[UpgradePlanStatus] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -95,7 +153,8 @@ class StatusStore:
     async def _load(self) -> dict[str, Any]:
         # Staged changes are kept: the workers that made them still run on them, and a slot's
         # first record may be on its way to the Node with the cordon. A restarted engine has
-        # none (the resumed workers redo what was lost).
+        # none (the resumed workers redo what was lost). Those that no longer apply to what
+        # was read are dropped (``_drop_stale``).
         body = await self.kube.get_plan(self.name)
         found = await self.kube.nodes_annotated(self._key)
         stored = self._read_plan(body)
@@ -107,19 +166,45 @@ class StatusStore:
         self._stored = on_nodes
         self._unsure.clear()
         merged = {record.name: record for record in stored.nodes} | on_nodes
-        self.status = stored.model_copy(update={"nodes": _sorted(merged)})
+        self.records = dict(sorted(merged.items()))
+        self._unwritten = set(merged) - set(on_nodes)
+        self.summary = stored.model_copy(update={"nodes": []})
+        self._drop_stale()
         return body
+
+    def _drop_stale(self) -> None:
+        """Forgets staged changes that no longer apply to the records as read.
+
+        A write that failed puts its staged changes back for the next; but its reply may have
+        been lost after it landed, with a later change of the same node, which the staged
+        ones (computed from an earlier record) would not apply to. The engine must not go on
+        from them: a worker would verify a node the stored record says failed.
+        """
+        for name, staged in list(self._staged.items()):
+            draft = Draft(self.summary, self.records)
+            queued: list[Mutation] = [
+                m for m, _ in self._pending if isinstance(m, _Staged) and m.record.name == name
+            ]
+            queued += [mutate for mutate, _ in self._deferred.get(name, ())]
+            for mutate in queued:
+                mutate(draft)
+            if draft.nodes.get(name) != staged:
+                del self._staged[name]
+                self._deferred.pop(name, None)
+                self._deferred_since.pop(name, None)
 
     async def reload_status(self) -> None:
         """Reads the plan's status again (after a conflict); the records stay as they are."""
         stored = self._read_plan(await self.kube.get_plan(self.name))
-        self.status = stored.model_copy(update={"nodes": self.status.nodes})
+        self.summary = stored.model_copy(update={"nodes": []})
 
     def _read_plan(self, body: dict[str, Any]) -> UpgradePlanStatus:
         self.uid = str(body["metadata"].get("uid") or "")
         self.resource_version = body["metadata"]["resourceVersion"]
         self.annotations = dict(body["metadata"].get("annotations") or {})
-        return UpgradePlanStatus.model_validate(body.get("status") or {})
+        stored = UpgradePlanStatus.model_validate(body.get("status") or {})
+        self._legacy_list = bool(stored.nodes)
+        return stored
 
     def annotation(self, record: NodeProgress) -> dict[str, str]:
         """The Node annotation that stores ``record`` (for a write made by someone else)."""
@@ -275,23 +360,22 @@ class StatusStore:
     async def _reread_unsure(self) -> None:
         """Replaces the records whose write failed with what their Nodes carry now."""
         found = await self.kube.nodes_annotated(self._key)
-        current = {record.name: record for record in self.status.nodes}
         for name in self._unsure:
             text = found.get(name)
             record = records.decode(text, name, self.uid) if text is not None else None
             if record is None:
                 self._stored.pop(name, None)
-                current.pop(name, None)
+                self.records.pop(name, None)
             else:
-                self._stored[name] = current[name] = record
+                self._stored[name] = self.records[name] = record
+            self._unwritten.discard(name)
         self._unsure.clear()
-        self.status = self.status.model_copy(update={"nodes": _sorted(current)})
 
     async def _write(self, mutations: list[Mutation]) -> UpgradePlanStatus:
         if self._unsure:
             await self._reread_unsure()
         for _ in range(_MAX_CONFLICTS):
-            draft = Draft(self.status)
+            draft = Draft(self.summary, self.records)
             for mutate in mutations:
                 mutate(draft)
             for mutate in mutations:
@@ -299,11 +383,12 @@ class StatusStore:
                     mutate.record
                 ):
                     self._stored[mutate.record.name] = mutate.record
-            status = draft.to_status()
-            if status == self.status:
-                return status
-            payload = _payload(status)
-            if payload != _payload(self.status):
+            summary = draft.to_summary()
+            touched = set(draft.nodes.changes) | self._unwritten
+            if summary == self.summary and not touched and not self._legacy_list:
+                return summary
+            payload = _payload(summary)
+            if self._legacy_list or payload != _payload(self.summary):
                 try:
                     self.resource_version = await self.kube.patch_plan_status(
                         self.name, payload, self.resource_version
@@ -312,26 +397,27 @@ class StatusStore:
                     await self.reload_status()
                     continue
                 self.writes += 1
-                self.status = status.model_copy(update={"nodes": self.status.nodes})
-            await self._write_records(draft.nodes)
-            self.status = status
-            return status
+                self._legacy_list = False
+            self.summary = summary
+            await self._write_records({name: draft.nodes.get(name) for name in touched})
+            return summary
         raise ConflictError(f"{self.name}: status kept changing under us")
 
-    async def _write_records(self, wanted: dict[str, NodeProgress]) -> None:
-        """Writes every record that differs from the stored one (None: removes it).
+    async def _write_records(self, wanted: dict[str, NodeProgress | None]) -> None:
+        """Stores these records (None: removes it), writing those that differ from the stored.
 
         A record whose write failed keeps its stored value in memory, and the first error is
         raised once the others are written.
         """
         stored = self._stored
-        changes: dict[str, NodeProgress | None] = {
+        changes: dict[str, NodeProgress | None] = {}
+        for name, record in wanted.items():
+            before = stored.get(name)
             # most records are the very objects stored: "is" spares comparing their fields
-            name: record
-            for name, record in wanted.items()
-            if (before := stored.get(name)) is not record and before != record
-        }
-        changes |= {name: None for name in self._stored if name not in wanted}
+            if before is record or before == record:
+                self._remember(name, record)  # on its Node already (a cordon carried it)
+            else:
+                changes[name] = record
         if not changes:
             return
         gate = asyncio.Semaphore(_PARALLEL_RECORD_WRITES)
@@ -347,22 +433,24 @@ class StatusStore:
                 self._stored.pop(name, None)
             else:
                 self._stored[name] = record
+            self._remember(name, record)
 
         outcomes = await asyncio.gather(
             *(write(name, record) for name, record in changes.items()), return_exceptions=True
         )
         errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if errors:
-            current = {record.name: record for record in self.status.nodes}
-            for name in changes:
-                if self._stored.get(name) != wanted.get(name):
-                    self._unsure.add(name)
-                elif name in wanted:
-                    current[name] = wanted[name]
-                else:
-                    current.pop(name, None)
-            self.status = self.status.model_copy(update={"nodes": _sorted(current)})
+            # a failed write may have landed all the same: the next write reads it back first
+            self._unsure.update(name for name in changes if self._stored.get(name) != changes[name])
             raise errors[0]
+
+    def _remember(self, name: str, record: NodeProgress | None) -> None:
+        """The record is stored: memory says so."""
+        if record is None:
+            self.records.pop(name, None)
+        else:
+            self.records[name] = record
+        self._unwritten.discard(name)
 
 
 class _Staged:
@@ -389,10 +477,6 @@ class _OnNode:
 
 def _unchanged(draft: Draft) -> None:
     """Changes nothing: a commit that only writes what was staged."""
-
-
-def _sorted(by_name: dict[str, NodeProgress]) -> list[NodeProgress]:
-    return [by_name[name] for name in sorted(by_name)]
 
 
 def _payload(status: UpgradePlanStatus) -> dict[str, Any]:
