@@ -6,6 +6,7 @@ same way.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,12 +38,13 @@ class NodeView:
     # the object version this view was made from; views that differ only in it are equal
     resource_version: str = field(default="", compare=False)
 
-    @property
+    # computed once per view (the planner asks every step, of every node)
+    @functools.cached_property
     def control_plane(self) -> bool:
         """Carries the standard control-plane role label."""
         return CONTROL_PLANE_LABEL in self.labels
 
-    @property
+    @functools.cached_property
     def os_version(self) -> str | None:
         """The version in a Talos osImage such as ``Talos (v1.13.9)``."""
         match = _TALOS_OS_IMAGE.search(self.os_image)

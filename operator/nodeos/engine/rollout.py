@@ -134,6 +134,7 @@ class PlanRollout:
         self._nodes_version = 0  # node views changed (node_moved)
         self._selection_cache: tuple[Mapping[str, NodeView], Any, planner.Selection] | None = None
         self._announcing: set[asyncio.Task[None]] = set()  # Events posted off the step's path
+        self._policy_made: tuple[UpgradePlanSpec, RolloutPolicy] | None = None
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -337,7 +338,7 @@ class PlanRollout:
 
         phase_before = self._logged_phase
         if start:
-            policy = _policy(spec)
+            policy = self._policy(spec)
             first: dict[str, NodeProgress] = {}
 
             def claim_and_report(draft: Draft) -> None:
@@ -468,7 +469,7 @@ class PlanRollout:
             if progress is None:
                 await self.store.commit(lambda d: _release(d, name), nodes=(name,))
                 return
-            policy = _policy(spec)
+            policy = self._policy(spec)
             ctx = sm.Context(policy)
             now = self.deps.clock()
             action = sm.next_action(progress, ctx, now)
@@ -540,6 +541,13 @@ class PlanRollout:
                     reason = updated.reason or "Unknown"
                     metrics.series(metrics.NODE_FAILURES, self.owner, self.name, reason).inc()
                 await self._announce(progress, updated)
+
+    def _policy(self, spec: UpgradePlanSpec) -> RolloutPolicy:
+        """The spec's rollout policy, made again only when the spec changed."""
+        made = self._policy_made
+        if made is None or made[0] is not spec:
+            made = self._policy_made = (spec, _policy(spec))
+        return made[1]
 
     async def _node_healthier(
         self, name: str, moved: asyncio.Event, seen: NodeView | None, wait_s: float
