@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -140,11 +142,9 @@ async def test_a_failed_record_write_keeps_the_stored_record_and_reports_the_err
     assert kube.records()["a"]["phase"] == "Draining"
 
 
-async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write() -> None:
-    kube = with_nodes("a")
-    store = StatusStore(kube, "p")
-    await store.load()
-    await store.commit(claim("a"))
+@contextlib.contextmanager
+def replies_lost(kube: FakeKube) -> Iterator[None]:
+    """Node writes land, but their replies are lost."""
     stores = kube.annotate_node
 
     async def lose_reply(node: str, key: str, value: str | None) -> None:
@@ -152,13 +152,23 @@ async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write(
         raise KubeApiError(0, "connection reset after the request was sent")
 
     kube.annotate_node = lose_reply  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        kube.annotate_node = stores  # type: ignore[method-assign]
+
+
+async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write() -> None:
+    kube = with_nodes("a")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
 
     def drain(draft: Draft) -> None:
         draft.nodes["a"] = NodeProgress(name="a", phase="Draining")
 
-    with pytest.raises(KubeApiError):
+    with replies_lost(kube), pytest.raises(KubeApiError):
         await store.commit(drain)
-    kube.annotate_node = stores  # type: ignore[method-assign]
     await store.commit(lambda draft: None)
     assert store.records["a"].phase == "Draining", "the next write starts from what the Node has"
 
@@ -325,28 +335,26 @@ async def test_records_left_in_the_status_are_moved_even_when_nothing_else_chang
     assert kube.records()["a"]["phase"] == "Done"
 
 
-async def test_a_staged_change_that_no_longer_applies_is_dropped_when_the_records_are_read() -> (
-    None
-):
-    """Fault campaign seed 1472: a staged Verifying went back to be written after a write that
-    failed, but that write (a Failed) had landed, its reply lost; the worker resumed from the
-    staged record and verified and uncordoned a node its stored record said had failed."""
+async def verifying_staged() -> tuple[FakeKube, StatusStore]:
+    """A node stored Rebooting, whose move to Verifying is staged."""
     kube = with_nodes("a")
     store = StatusStore(kube, "p")
     await store.load()
     await store.commit(claim("a"))
     await store.commit(move("a", "Cordoning", "Rebooting"), nodes=["a"])
     store.stage(move("a", "Rebooting", "Verifying"), NodeProgress(name="a", phase="Verifying"))
-    stores = kube.annotate_node
+    return kube, store
 
-    async def lose_reply(node: str, key: str, value: str | None) -> None:
-        await stores(node, key, value)
-        raise KubeApiError(0, "connection reset after the request was sent")
 
-    kube.annotate_node = lose_reply  # type: ignore[method-assign]
-    with pytest.raises(KubeApiError):
+async def test_a_staged_change_that_no_longer_applies_is_dropped_when_the_records_are_read() -> (
+    None
+):
+    """Fault campaign seed 1472: a staged Verifying went back to be written after a write that
+    failed, but that write (a Failed) had landed, its reply lost; the worker resumed from the
+    staged record and verified and uncordoned a node its stored record said had failed."""
+    kube, store = await verifying_staged()
+    with replies_lost(kube), pytest.raises(KubeApiError):
         await store.commit(move("a", "Verifying", "Failed"), nodes=["a"])
-    kube.annotate_node = stores  # type: ignore[method-assign]
     assert kube.records()["a"]["phase"] == "Failed", "the write landed"
     await store.load()  # what the worker does after a failed write
     assert store.records["a"].phase == "Failed"
@@ -356,12 +364,7 @@ async def test_a_staged_change_that_no_longer_applies_is_dropped_when_the_record
 
 
 async def test_a_staged_change_that_still_applies_survives_a_reload() -> None:
-    kube = with_nodes("a")
-    store = StatusStore(kube, "p")
-    await store.load()
-    await store.commit(claim("a"))
-    await store.commit(move("a", "Cordoning", "Rebooting"), nodes=["a"])
-    store.stage(move("a", "Rebooting", "Verifying"), NodeProgress(name="a", phase="Verifying"))
+    _, store = await verifying_staged()
     await store.load()
     staged = store.staged("a")
     assert staged is not None and staged.phase == "Verifying"
