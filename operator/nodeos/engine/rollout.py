@@ -554,7 +554,8 @@ class PlanRollout:
     ) -> bool:
         """Waits (at most ``wait_s``) until the watch shows the node's health changed.
 
-        True when it did; False when the wait timed out (the view may be stale).
+        True when the watch spoke of the node meanwhile (whether or not its health changed);
+        False when it did not, so the view may be stale.
         """
         return await self._node_change(name, moved, seen, wait_s, back=False)
 
@@ -569,18 +570,20 @@ class PlanRollout:
     ) -> bool:
         loop = asyncio.get_running_loop()
         until = loop.time() + max(self.deps.poll_s, wait_s)
+        heard = False  # an event of the node's came, if not the one waited for
         while (left := until - loop.time()) > 0:
             try:
                 await asyncio.wait_for(moved.wait(), left)
             except TimeoutError:
-                return False
+                return heard
             moved.clear()
+            heard = True
             now = self.nodes().get(name)
             if now is None or seen is None:
                 return True
             if _health(now) != _health(seen) and (now.ready or not back):
                 return True
-        return False
+        return heard
 
     def _ride(
         self, progress: NodeProgress, action: sm.Action, ctx: sm.Context
