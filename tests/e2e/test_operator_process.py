@@ -108,3 +108,4 @@ def test_a_standby_answers_health_checks_while_it_waits(
     finally:
         processes.stop(child)
         coordination.delete_namespaced_lease("held-elsewhere", "nodeos-system")
+        api.close()  # not left to the garbage collector (see helpers.e2e)

@@ -101,11 +101,14 @@ def simulator_process(
         )
         assert info_file.exists(), f"simulator exited:\n{processes.log_tail(log)}"
         info = json.loads(info_file.read_text())
-        core = client.CoreV1Api(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
-        wait_for(
-            "the simulated nodes to be Ready",
-            lambda: all(is_ready(core.read_node(name)) for name in info["nodes"]),
-        )
+        # closed here, not left to the garbage collector: a socket it finds open later warns
+        # (an error under the suite's filterwarnings) in whichever test is running then
+        with config.new_client_from_config(config_file=str(sandbox.kubeconfig)) as api:
+            core = client.CoreV1Api(api)
+            wait_for(
+                "the simulated nodes to be Ready",
+                lambda: all(is_ready(core.read_node(name)) for name in info["nodes"]),
+            )
         yield SimulatorProcess(workdir, child.process, info)
     finally:
         if child.alive():
