@@ -489,7 +489,7 @@ class PlanRollout:
             if action.kind == "AwaitReboot" and just_rebooted and not _back_already(view, progress):
                 # asked to reboot a moment ago: it is going down, not back yet
                 just_rebooted = False
-                view_is_recent = await self._node_back(name, moved, view, wait_s)
+                view_is_recent = await self._node_change(name, moved, view, wait_s, back=True)
                 wait_s = min(_REBOOT_WAIT_S, 2 * wait_s)
                 waited = action
                 continue
@@ -522,11 +522,13 @@ class PlanRollout:
                 metrics.TRANSITION_SECONDS.observe(time.monotonic() - self._freed_at.popleft())
             if updated == progress:
                 if action.kind == "AwaitReboot":
-                    view_is_recent = await self._node_back(name, moved, view, wait_s)
+                    view_is_recent = await self._node_change(name, moved, view, wait_s, back=True)
                     wait_s = min(_REBOOT_WAIT_S, 2 * wait_s)
                     waited = action
                 elif result.awaits_node:
-                    view_is_recent = await self._node_healthier(name, moved, view, _NODE_WAIT_S)
+                    view_is_recent = await self._node_change(
+                        name, moved, view, _NODE_WAIT_S, back=False
+                    )
                     waited = action
                 else:
                     await asyncio.sleep(self.deps.poll_s)
@@ -549,25 +551,15 @@ class PlanRollout:
             made = self._policy_made = (spec, _policy(spec))
         return made[1]
 
-    async def _node_healthier(
-        self, name: str, moved: asyncio.Event, seen: NodeView | None, wait_s: float
+    async def _node_change(
+        self, name: str, moved: asyncio.Event, seen: NodeView | None, wait_s: float, *, back: bool
     ) -> bool:
         """Waits (at most ``wait_s``) until the watch shows the node's health changed.
 
-        True when the watch spoke of the node meanwhile (whether or not its health changed);
-        False when it did not, so the view may be stale.
+        ``back``: for a rebooting node, where only a Ready Node may be back. True when the
+        watch spoke of the node meanwhile (whether or not its health changed); False when it
+        did not, so the view may be stale.
         """
-        return await self._node_change(name, moved, seen, wait_s, back=False)
-
-    async def _node_back(
-        self, name: str, moved: asyncio.Event, seen: NodeView | None, wait_s: float
-    ) -> bool:
-        """Like ``_node_healthier``, for a rebooting node: only a Ready Node may be back."""
-        return await self._node_change(name, moved, seen, wait_s, back=True)
-
-    async def _node_change(
-        self, name: str, moved: asyncio.Event, seen: NodeView | None, wait_s: float, back: bool
-    ) -> bool:
         loop = asyncio.get_running_loop()
         until = loop.time() + max(self.deps.poll_s, wait_s)
         heard = False  # an event of the node's came, if not the one waited for
