@@ -13,6 +13,8 @@ import json
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from helpers.fakes import NEW, FakeKube, FakeNode, FakeOsApi
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION, NodeView
 from nodeos.engine.rollout import EngineDeps, PlanRollout
@@ -112,8 +114,9 @@ class SlowReboots(FakeOsApi):
     """Nodes that are away for a while after the reboot call: their OS API refuses, their
     kubelet reports NotReady, then they come back with a new boot, Ready."""
 
-    def __init__(self, nodes: dict[str, FakeNode]) -> None:
+    def __init__(self, nodes: dict[str, FakeNode], away_s: float = 0.5) -> None:
         super().__init__(nodes)
+        self.away_s = away_s
         self.boot_id_reads: Counter[str] = Counter()
         self.reads_while_down: Counter[str] = Counter()
         self.away: set[str] = set()
@@ -128,7 +131,7 @@ class SlowReboots(FakeOsApi):
     async def reboot(self, node: NodeTarget, mode: str = "Default") -> None:
         self.away.add(node.name)
         self.nodes[node.name].ready = False
-        asyncio.get_running_loop().call_later(0.5, self._back, node.name)
+        asyncio.get_running_loop().call_later(self.away_s, self._back, node.name)
 
     def _back(self, name: str) -> None:
         self.boot(name)
@@ -136,12 +139,16 @@ class SlowReboots(FakeOsApi):
         self.nodes[name].ready = True
 
 
-async def test_a_rebooting_node_is_asked_for_its_boot_id_once_its_node_is_ready_again() -> None:
+@pytest.mark.parametrize("away_s", [0.5, 2.5])
+async def test_a_rebooting_node_is_asked_for_its_boot_id_once_its_node_is_ready_again(
+    away_s: float,
+) -> None:
     nodes = {f"w-{i}": FakeNode(f"w-{i}") for i in range(2)}
-    kube, osapi = FakeKube(nodes, plan(2)), SlowReboots(nodes)
+    kube, osapi = FakeKube(nodes, plan(2)), SlowReboots(nodes, away_s)
     await roll(kube, osapi, nodes)
     assert all(n.version == NEW and not n.unschedulable for n in nodes.values())
-    # the cordon, the reboot's check, once back, the verification: none while it was away
+    # the cordon, the reboot's check, once back, the verification: none while it was away,
+    # even away longer than the first wait (2 s), as long as its Node shows it NotReady
     assert osapi.reads_while_down == Counter()
     assert osapi.boot_id_reads == dict.fromkeys(nodes, 4)
 

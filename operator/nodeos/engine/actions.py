@@ -7,12 +7,14 @@ unreachable) come back as transient results, never as failures.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import yaml
 
@@ -28,6 +30,8 @@ from nodeos.ports.osapi import CONFIG_PATH, NodeTarget, OsApi, OsApiError
 
 DEFAULT_INSTALLER = "ghcr.io/siderolabs/installer"
 _TAG = re.compile(r":[^:/@]+(@sha256:[0-9a-f]+)?$")
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclass
@@ -124,8 +128,8 @@ def _held(ctx: NodeContext) -> AbstractAsyncContextManager[None]:
 
 
 async def _cordon(ctx: NodeContext) -> Result:
-    boot_id = await ctx.osapi.boot_id(ctx.target)
-    version = (await ctx.osapi.version(ctx.target)).tag
+    boot_id, running = await _both(ctx.osapi.boot_id(ctx.target), ctx.osapi.version(ctx.target))
+    version = running.tag
     if (why := ctx.cordon_blocked()) is not None:
         return Result(requeue=why)
     ours = Result(boot_id=boot_id, version=version, cordoned_by_us=True)
@@ -273,7 +277,8 @@ async def _rolled_back(ctx: NodeContext, boot_id: str) -> Result:
 
 
 async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
-    version = (await ctx.osapi.version(ctx.target)).tag
+    running, boot_id = await _both(ctx.osapi.version(ctx.target), ctx.osapi.boot_id(ctx.target))
+    version = running.tag
     if ctx.spec.machine_config is not None:
         config = await ctx.osapi.read_file(ctx.target, CONFIG_PATH)
         if drifted(config, ctx.spec.machine_config.patches):
@@ -283,7 +288,6 @@ async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
                 message="after the reboot the node's configuration still differs from the patches",
             )
     problem = None
-    boot_id = await ctx.osapi.boot_id(ctx.target)
     seen = ctx.view() or ctx.node
     if ctx.view_is_recent:
         # The Node as watched now: what the API server last said. Not Ready on this boot yet,
@@ -338,6 +342,16 @@ async def _derived_image(ctx: NodeContext, version: str) -> str:
     if not current:
         return f"{DEFAULT_INSTALLER}:{version}"
     return _TAG.sub("", current) + f":{version}"
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Two independent calls made at once; the first one's error, if any, once both ended."""
+    one, two = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(one, BaseException):
+        raise one
+    if isinstance(two, BaseException):
+        raise two
+    return one, two
 
 
 def _reason(error: OsApiError) -> str:
