@@ -58,13 +58,17 @@ class Sandbox:
         die_with_parent: bool = True,
         with_kwok: bool = True,
         audit_policy: dict[str, Any] | None = None,
+        node_lease_s: int = kwok.NODE_LEASE_SECONDS,
     ) -> None:
         """A sandbox in ``workdir``, stopped until ``start``.
 
         ``audit_policy``: an audit.k8s.io/v1 Policy; the API server then writes its audit log
-        (JSON lines) to ``audit_log``.
+        (JSON lines) to ``audit_log``. ``node_lease_s``: the fake nodes' Lease duration (kwok
+        renews a quarter of it); longer than a kubelet's 40 s, the controller manager's grace
+        period grows with it, so a fleet of thousands heartbeats at the rate of a smaller one.
         """
         self.workdir = workdir
+        self.node_lease_s = node_lease_s
         self.audit_policy = audit_policy
         self.audit_log = workdir / "logs" / "audit.log"
         self.binaries = binaries
@@ -230,6 +234,7 @@ class Sandbox:
                 f"--cluster-signing-cert-file={self._pki / 'ca.crt'}",
                 f"--cluster-signing-key-file={self._pki / 'ca.key'}",
                 f"--service-cluster-ip-range={_SERVICE_CIDR}",
+                *self._grace_flags(),
                 "--v=1",
             ],
         )
@@ -244,7 +249,14 @@ class Sandbox:
             ],
         )
         if self.with_kwok:
-            self._spawn("kwok", [str(self.binaries["kwok"]), *kwok.controller_flags(kubeconfig)])
+            flags = kwok.controller_flags(kubeconfig, lease_s=self.node_lease_s)
+            self._spawn("kwok", [str(self.binaries["kwok"]), *flags])
+
+    def _grace_flags(self) -> list[str]:
+        """A node-monitor grace period that outlasts a longer fake-node Lease (default else)."""
+        if self.node_lease_s <= kwok.NODE_LEASE_SECONDS:
+            return []
+        return [f"--node-monitor-grace-period={self.node_lease_s + 10}s"]
 
     def restart(self, name: str, *, down_s: float = 0.0, timeout_s: float = 60.0) -> float:
         """Kills one component (SIGKILL, as a crash) and starts it again in place.

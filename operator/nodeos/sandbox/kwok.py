@@ -24,7 +24,7 @@ FAKE_NODE_TOLERATION = {
 }
 
 
-def controller_flags(kubeconfig: str) -> list[str]:
+def controller_flags(kubeconfig: str, *, lease_s: int = NODE_LEASE_SECONDS) -> list[str]:
     """Flags for a kwok controller that manages only the sandbox's fake nodes."""
     return [
         f"--kubeconfig={kubeconfig}",
@@ -38,7 +38,7 @@ def controller_flags(kubeconfig: str) -> list[str]:
         # heartbeats by status updates only, every 20 s plus up to 25 s of jitter, which races
         # the controller manager's 50 s grace period: idle nodes flipped to Ready=Unknown for
         # an instant, their pods went NotReady and PDBs refused evictions.
-        f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+        f"--node-lease-duration-seconds={lease_s}",
     ]
 
 
