@@ -78,6 +78,8 @@ class NodeContext:
     view_is_recent: bool = True
     ride: RecordRide | None = None  # Cordon, Uncordon: the next record goes with the write
     view: Callable[[], NodeView | None] = lambda: None  # the node as watched now
+    # the boot ID the action just before read (the wait for the reboot): Verify takes it
+    boot_id_now: str | None = None
     clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
 
 
@@ -277,7 +279,10 @@ async def _rolled_back(ctx: NodeContext, boot_id: str) -> Result:
 
 
 async def _verify(ctx: NodeContext, progress: NodeProgress) -> Result:
-    running, boot_id = await _both(ctx.osapi.version(ctx.target), ctx.osapi.boot_id(ctx.target))
+    if ctx.boot_id_now is not None:
+        running, boot_id = await ctx.osapi.version(ctx.target), ctx.boot_id_now
+    else:
+        running, boot_id = await _both(ctx.osapi.version(ctx.target), ctx.osapi.boot_id(ctx.target))
     version = running.tag
     if ctx.spec.machine_config is not None:
         config = await ctx.osapi.read_file(ctx.target, CONFIG_PATH)

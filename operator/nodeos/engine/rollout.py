@@ -464,6 +464,7 @@ class PlanRollout:
         waited: sm.Action | None = None  # what the last wait for the Node was for
         wait_s = _NODE_WAIT_S
         just_rebooted = False  # this worker asked for the reboot the node is in
+        booted: str | None = None  # the boot ID the last action (the reboot's wait) just read
         while not self._stopping:
             spec = self._worker_spec()
             progress = self._progress(name)
@@ -512,8 +513,10 @@ class PlanRollout:
                     ride=ride,
                     view=functools.partial(lambda n: self.nodes().get(n), name),
                     clock=self.deps.clock,
+                    boot_id_now=booted if action.kind == "Verify" else None,
                 )
                 result = await perform(action, progress, node_ctx)
+            booted = result.boot_id if action.kind == "AwaitReboot" and result.ok else None
             on_node = ride is not None and ride.written and result == ride.result
             if on_node and ride is not None and ride.record is not None:
                 updated = ride.record  # on the Node already, with the cordon or uncordon
