@@ -369,3 +369,46 @@ async def test_a_staged_change_that_still_applies_survives_a_reload() -> None:
     staged = store.staged("a")
     assert staged is not None and staged.phase == "Verifying"
     await store.close()
+
+
+def becomes(before: str, record: NodeProgress):  # type: ignore[no-untyped-def]
+    """The engine's transition: this very record, if the node's is still in ``before``."""
+
+    def mutate(draft: Draft) -> None:
+        if draft.nodes[record.name].phase == before:
+            draft.nodes[record.name] = record
+
+    return mutate
+
+
+async def test_a_record_the_cordon_carried_is_taken_without_waiting_for_the_writes_ahead() -> None:
+    kube = with_nodes("a", "b")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("a"))
+    patch = kube.patch_plan_status
+
+    async def slow(name: str, status: dict[str, Any], rv: str) -> str:
+        await asyncio.sleep(0.5)
+        return await patch(name, status, rv)
+
+    kube.patch_plan_status = slow  # type: ignore[method-assign]
+    store.stage(move("a", "Cordoning", "Cordoning"), NodeProgress(name="a", phase="Cordoning"))
+    ahead = asyncio.create_task(store.commit(claim("b")))  # a status write in flight
+    await asyncio.sleep(0.01)
+    draining = NodeProgress(name="a", phase="Draining")
+    async with store.riding("a"):  # the cordon, carrying Draining
+        await kube.annotate_node("a", annotation_key("p"), encode(draining, "uid-1"))
+    assert store.take_on_node("a", becomes("Cordoning", draining), draining)
+    assert store.records["a"] is draining and store.staged("a") is None
+    assert not ahead.done(), "taken without waiting for the status write ahead"
+    await ahead
+    writes = store.record_writes
+    await store.commit(lambda draft: None, nodes=["a"])
+    assert store.record_writes == writes, "not written again"
+    assert kube.records()["a"]["phase"] == "Draining"
+    # a change computed from a record that has moved on is left to commit, which refuses it
+    verifying = NodeProgress(name="a", phase="Verifying")
+    assert not store.take_on_node("a", becomes("Cordoning", verifying), verifying)
+    assert store.records["a"] is draining
+    await store.close()

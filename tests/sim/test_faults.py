@@ -681,3 +681,12 @@ def test_seeds_1040_1472_a_staged_change_overtaken_by_a_lost_reply_is_not_acted_
     verified and uncordoned the node, writing Done on its Node, while the plan counted it
     failed. (Seed-based: the scenario generator as of this test.)"""
     assert_clean(simulate(generate(seed)))
+
+
+def test_seed_154_a_cordon_judged_by_the_spec_as_it_is_at_the_cordon() -> None:
+    """A worker's slot was claimed for the old target; the target changed while the cordon's OS
+    API reads took seconds, which sent the control plane first again; the check before the
+    cordon used the spec from the start of the worker's step and cordoned the worker ahead of
+    the control plane. (Seed-based: the scenario generator as of this test; it showed once
+    records carried by the cordon were taken without waiting for the writes ahead.)"""
+    assert_clean(simulate(generate(154)))

@@ -507,7 +507,7 @@ class PlanRollout:
                     kube=self.deps.kube,
                     osapi=self.osapi,
                     own_pod=self.deps.own_pod,
-                    cordon_blocked=functools.partial(self._cordon_blocked, spec, progress),
+                    cordon_blocked=functools.partial(self._cordon_blocked, progress),
                     is_plan=lambda holder: any(p.name == holder for p in self.plans()),
                     view_is_recent=view_is_recent,
                     ride=ride,
@@ -599,10 +599,15 @@ class PlanRollout:
             hold=functools.partial(self.store.riding, progress.name),
         )
 
-    def _cordon_blocked(self, spec: UpgradePlanSpec, progress: NodeProgress) -> str | None:
-        """Why the plan's rules no longer allow cordoning the node (checked just before)."""
+    def _cordon_blocked(self, progress: NodeProgress) -> str | None:
+        """Why the plan's rules no longer allow cordoning the node (checked just before).
+
+        Judged by the spec as it is now: the cordon's reads may have taken long, and a spec
+        edited meanwhile (a new target) may send the control planes first again.
+        """
         if progress.cordoned_by_us is not None:
             return None  # cordoned already in this attempt (or its reply was lost)
+        spec = self._worker_spec()
         view = self.nodes().get(progress.name)
         for other in self.plans():
             if other.name != self.name and (
@@ -627,9 +632,12 @@ class PlanRollout:
         A write whose reply was lost leaves this copy behind the stored one; a transition
         computed from the older record must not overwrite the newer (it would, e.g., forget
         that the cordon is ours). The worker then re-reads and goes on from the stored record.
-        A change that a restart may lose without harm is staged, not waited for.
+        A change that a restart may lose without harm is staged, not waited for; one whose
+        record the cordon or uncordon carried is taken at once (``StatusStore.take_on_node``).
         """
         change = functools.partial(_record, before=before, after=after)
+        if on_node and self.store.take_on_node(before.name, change, after):
+            return True  # on the Node already: nothing to wait for
         if sm.deferrable(before, after):
             self.store.stage(change, after)
             return True

@@ -16,7 +16,8 @@ A change whose loss in a restart is harmless (``statemachine.deferrable``: the r
 repeats an idempotent check and gets there again), and a slot's first record, are ``stage``d
 instead: the engine sees them at once, and they are written with the node's next commit or
 within ``DEFER_S``, whichever comes first. Most are overtaken by the node's next durable change,
-or ride on the cordon's own write (``commit(on_node=...)``), and cost no request of their own.
+or ride on the cordon's own write, and cost no request of their own. A record that rode on the
+cordon or the uncordon is taken into memory at once (``take_on_node``): it waits for no write.
 """
 
 from __future__ import annotations
@@ -296,6 +297,30 @@ class StatusStore:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await done
+
+    def take_on_node(self, name: str, mutate: Mutation, record: NodeProgress) -> bool:
+        """Takes at once a change whose record a cordon or uncordon already put on its Node.
+
+        Nothing is written, so nothing need wait for the writes ahead: the node's staged
+        changes and ``mutate`` are applied to its record in memory, and if they lead to
+        ``record`` (the one on the Node) it becomes the stored record and what was staged is
+        done with. False, with nothing changed, when they do not (the record moved on), when
+        the node's stored record is in doubt or a staged change of it is being written:
+        ``commit(on_node=...)`` then decides, in order with the writes ahead.
+        """
+        if name in self._unsure or name in self._unwritten or self._writing_staged(name):
+            return False
+        draft = Draft(self.summary, self.records)
+        for staged, _ in self._deferred.get(name, ()):
+            staged(draft)
+        mutate(draft)
+        if draft.nodes.get(name) is not record or set(draft.nodes.changes) - {name}:
+            return False
+        self._stored[name] = self.records[name] = record
+        self._staged.pop(name, None)
+        self._deferred.pop(name, None)
+        self._deferred_since.pop(name, None)
+        return True
 
     def _take_deferred(self, nodes: Iterable[str] | None) -> None:
         """Queues these nodes' staged mutations ahead of what comes next (they came before)."""
