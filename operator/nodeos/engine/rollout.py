@@ -560,14 +560,12 @@ class PlanRollout:
     ) -> bool:
         """Waits (at most ``wait_s``) until the watch shows the node's health changed.
 
-        ``back``: for a rebooting node, where only a Ready Node may be back; one the watch
-        shows going NotReady is down as expected, and is not asked before ``_REBOOT_WAIT_S``
-        unless it turns Ready. True when the watch spoke of the node meanwhile (whether or not
-        its health changed); False when it did not, so the view may be stale.
+        ``back``: for a rebooting node, where only a Ready Node may be back. True when the
+        watch spoke of the node meanwhile (whether or not its health changed); False when it
+        did not, so the view may be stale.
         """
         loop = asyncio.get_running_loop()
-        began = loop.time()
-        until = began + max(self.deps.poll_s, wait_s)
+        until = loop.time() + max(self.deps.poll_s, wait_s)
         heard = False  # an event of the node's came, if not the one waited for
         while (left := until - loop.time()) > 0:
             try:
@@ -581,8 +579,6 @@ class PlanRollout:
                 return True
             if _health(now) != _health(seen) and (now.ready or not back):
                 return True
-            if back and not now.ready:
-                until = max(until, began + _REBOOT_WAIT_S)
         return heard
 
     def _ride(
