@@ -174,9 +174,15 @@ async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write(
 
 
 def move(name: str, before: str, after: str):  # type: ignore[no-untyped-def]
+    return becomes(before, NodeProgress(name=name, phase=after))
+
+
+def becomes(before: str, record: NodeProgress):  # type: ignore[no-untyped-def]
+    """The engine's transition: this very record, if the node's is still in ``before``."""
+
     def mutate(draft: Draft) -> None:
-        if draft.nodes[name].phase == before:
-            draft.nodes[name] = NodeProgress(name=name, phase=after)
+        if draft.nodes[record.name].phase == before:
+            draft.nodes[record.name] = record
 
     return mutate
 
@@ -369,16 +375,6 @@ async def test_a_staged_change_that_still_applies_survives_a_reload() -> None:
     staged = store.staged("a")
     assert staged is not None and staged.phase == "Verifying"
     await store.close()
-
-
-def becomes(before: str, record: NodeProgress):  # type: ignore[no-untyped-def]
-    """The engine's transition: this very record, if the node's is still in ``before``."""
-
-    def mutate(draft: Draft) -> None:
-        if draft.nodes[record.name].phase == before:
-            draft.nodes[record.name] = record
-
-    return mutate
 
 
 async def test_a_record_the_cordon_carried_is_taken_without_waiting_for_the_writes_ahead() -> None:
