@@ -46,6 +46,11 @@ class Fleet:
         self._outages_seen: tuple[float, dict[str, float]] = (0.0, {})
         control_planes = [node for node in nodes if node.control_plane]
         self.etcd_leader: str | None = control_planes[0].name if control_planes else None
+        self._timed: dict[str, SimulatedNode] = {}  # nodes with a reboot or revert due, in order
+        for node in nodes:
+            node.on_timer = self._timer_set
+            if node.timed():
+                self._timer_set(node)
 
     def find(self, key: str) -> SimulatedNode | None:
         """A node by name or by address."""
@@ -75,9 +80,18 @@ class Fleet:
         return sorted((n for n in self.nodes.values() if n.control_plane), key=lambda n: n.name)
 
     def advance(self) -> list[Transition]:
-        """Moves every node to now; elects a new etcd leader if the leader went down."""
+        """Moves every node to now; elects a new etcd leader if the leader went down.
+
+        Only nodes with a timer set are visited: the others cannot change with time.
+        """
         now = self.clock()
-        transitions = [t for node in self.nodes.values() if (t := node.advance(now)) is not None]
+        transitions = []
+        for node in list(self._timed.values()):
+            transition = node.advance(now)
+            if transition is not None:
+                transitions.append(transition)
+            if not node.timed():
+                del self._timed[node.name]
         if self.etcd_leader is not None and self.nodes[self.etcd_leader].power in (
             Power.REBOOTING,
             Power.DOWN,
@@ -115,6 +129,9 @@ class Fleet:
             for call in self.calls
             if call.method == method and call.code == code and (node is None or call.node == node)
         )
+
+    def _timer_set(self, node: SimulatedNode) -> None:
+        self._timed[node.name] = node
 
     def _next_leader(self, exclude: str | None) -> str | None:
         for node in self.control_planes():

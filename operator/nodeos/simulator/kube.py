@@ -21,23 +21,75 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import functools
 import json
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+import urllib.parse
+from typing import Any
 
+import aiohttp
 from kubernetes import client
-from kubernetes.client import rest
-from kubernetes.client.exceptions import ApiException
 
+from nodeos.adapters.http import JsonSession
 from nodeos.sandbox import kwok
 from nodeos.simulator.fleet import Fleet
 from nodeos.simulator.node import Power, SimulatedNode, Transition
 
 _KWOK_SETTLE_S = 0.2
 _POD_SETTLE_S = 10.0  # a pod not Ready for this long on a running node is made Ready again
-_CONCURRENCY = 32  # Node updates in flight at once (threads and pooled connections)
+_CONCURRENCY = 32  # requests in flight at once (pooled connections)
+_STRATEGIC = "application/strategic-merge-patch+json"  # conditions merge by type, as kubelet's
+
+
+class ApiError(Exception):
+    """The API server answered with an error status (0: it did not answer)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status} {reason}" if status else reason)
+        self.status = status
+
+
+class _Api:
+    """The few requests the driver makes, as JSON on the event loop.
+
+    On the simulator's own loop, beside its gRPC servers: the official client's worker
+    threads took the interpreter from the gRPC loop, and at 5,000 nodes OS API calls waited
+    seconds for it.
+    """
+
+    def __init__(self, configuration: client.Configuration) -> None:
+        self._http = JsonSession(configuration, _CONCURRENCY)
+
+    async def call(
+        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
+    ) -> Any:
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        headers.update(self._http.auth())
+        data = None
+        if body is not None:
+            headers["Content-Type"] = _STRATEGIC if method == "PATCH" else "application/json"
+            data = json.dumps(body).encode()
+        try:
+            status, reason, payload = await self._http.request(method, path, query, data, headers)
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise ApiError(0, f"no answer from the API server: {error!r}") from None
+        if not 200 <= status <= 299:
+            raise ApiError(status, reason)
+        return json.loads(payload or b"null")
+
+    async def items(self, path: str, **query: str) -> list[dict[str, Any]]:
+        listed = await self.call("GET", path, query=query or None)
+        return list(listed.get("items") or [])
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+def _node(name: str, subresource: str = "") -> str:
+    return f"/api/v1/nodes/{urllib.parse.quote(name)}{subresource}"
+
+
+def _pod_status(namespace: str, name: str) -> str:
+    quote = urllib.parse.quote
+    return f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(name)}/status"
 
 
 def os_image(version: str) -> str:
@@ -46,20 +98,17 @@ def os_image(version: str) -> str:
 
 
 class NodeDriver:
-    """Applies fleet transitions to Node objects, off the event loop.
+    """Applies fleet transitions to Node objects, on the event loop.
 
     Each node's transitions are applied in order, as its kubelet would post them; different
-    nodes' go in parallel, ``_CONCURRENCY`` requests at once in the driver's own threads, and
-    no thread waits out a pause (those are awaited), so a fleet of hundreds rebooting together
-    is not queued behind one another's requests. Replies are not decoded into models.
+    nodes' go in parallel, ``_CONCURRENCY`` requests at once, so a fleet of hundreds rebooting
+    together is not queued behind one another's requests.
     """
 
-    def __init__(self, api: client.ApiClient, fleet: Fleet, *, resync_s: float = 20.0) -> None:
-        if api.configuration.connection_pool_maxsize < _CONCURRENCY:
-            api.configuration.connection_pool_maxsize = _CONCURRENCY
-            api.rest_client = rest.RESTClientObject(api.configuration)
-        self.core = client.CoreV1Api(api)
-        self._threads = ThreadPoolExecutor(_CONCURRENCY, thread_name_prefix="node-driver")
+    def __init__(
+        self, configuration: client.Configuration, fleet: Fleet, *, resync_s: float = 20.0
+    ) -> None:
+        self._api = _Api(configuration)
         self.fleet = fleet
         self._queues: dict[str, asyncio.Queue[Transition]] = {}
         self._workers: list[asyncio.Task[None]] = []
@@ -70,13 +119,14 @@ class NodeDriver:
 
     async def start(self) -> None:
         """Registers or updates every Node (many at once), then follows the fleet's transitions."""
-        loop = asyncio.get_running_loop()
         nodes = list(self.fleet.nodes.values())
         done = 0
+        slots = asyncio.Semaphore(_CONCURRENCY)
 
         async def ensure(node: SimulatedNode) -> None:
             nonlocal done
-            await loop.run_in_executor(self._threads, self._ensure_node, node)
+            async with slots:
+                await self._ensure_node(node)
             done += 1
             if done % 500 == 0 and done < len(nodes):
                 print(f"[simulator] {done}/{len(nodes)} Nodes registered", flush=True)
@@ -89,6 +139,7 @@ class NodeDriver:
     async def stop(self) -> None:
         """Stops following transitions (pending ones are applied first)."""
         if not self._following:
+            await self._api.close()
             return
         for queue in list(self._queues.values()):
             await queue.join()
@@ -98,6 +149,7 @@ class NodeDriver:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._api.close()
 
     def _enqueue(self, transition: Transition) -> None:
         queue = self._queues.get(transition.node)
@@ -132,7 +184,7 @@ class NodeDriver:
         object as they last saw it, and in a 5,000-node run 83 Nodes went back to their old
         boot ID and OS image after the upgrade.
         """
-        nodes = await self._list(self.core.list_node)
+        nodes = await self._api.items("/api/v1/nodes")
         stale = [
             body["metadata"]["name"]
             for body in nodes
@@ -142,20 +194,16 @@ class NodeDriver:
         for name in stale:
             node = self.fleet.nodes[name]
             status = {"status": _status(node.version, node.boot_id, node)}
-            await self._call(self.core.patch_node_status, name, status)
-        pods = await self._list(
-            self.core.list_pod_for_all_namespaces, field_selector="status.phase=Running"
-        )
+            await self._api.call("PATCH", _node(name, "/status"), status)
+        pods = await self._api.items("/api/v1/pods", fieldSelector="status.phase=Running")
         unready = [
             pod for pod in pods if self._settled(pod["spec"].get("nodeName")) and _stuck(pod)
         ]
         for pod in unready:
             meta = pod["metadata"]
-            with contextlib.suppress(ApiException):  # gone meanwhile
+            with contextlib.suppress(ApiError):  # gone meanwhile
                 patch = {"status": {"conditions": _pod_readiness(True)}}
-                await self._call(
-                    self.core.patch_namespaced_pod_status, meta["name"], meta["namespace"], patch
-                )
+                await self._api.call("PATCH", _pod_status(meta["namespace"], meta["name"]), patch)
         if stale or unready:
             print(
                 f"[simulator] posted again the status of {len(stale)} Node(s) showing an older "
@@ -168,11 +216,6 @@ class NodeDriver:
         node = self.fleet.nodes.get(name or "")
         return node is not None and node.power is Power.RUNNING and name not in self._busy
 
-    async def _list(self, func: Callable[..., Any], **query: Any) -> list[dict[str, Any]]:
-        call = functools.partial(func, _preload_content=False, **query)  # a consistent read
-        reply: Any = await asyncio.get_running_loop().run_in_executor(self._threads, call)
-        return list(json.loads(reply.data).get("items") or [])
-
     async def _apply_until_done(self, transition: Transition) -> None:
         """Applies a transition, retrying while the API server is away.
 
@@ -183,11 +226,11 @@ class NodeDriver:
             try:
                 await self._apply(transition)
                 return
-            except ApiException as error:
+            except ApiError as error:
                 if error.status == 404:
                     return
-                problem = f"HTTP {error.status} {error.reason}"
-            except Exception as error:  # connection refused, reset, timeout
+                problem = str(error)
+            except Exception as error:  # anything else: said, and tried again
                 problem = f"{type(error).__name__}: {error}"
             if not said:
                 print(f"[simulator] updating Node {transition.node} failed, retrying: {problem}")
@@ -195,24 +238,19 @@ class NodeDriver:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def _ensure_node(self, node: SimulatedNode) -> None:
+    async def _ensure_node(self, node: SimulatedNode) -> None:
         try:
-            self.core.read_node(node.name)
-        except ApiException as error:
+            await self._api.call("GET", _node(node.name))
+        except ApiError as error:
             if error.status != 404:
                 raise
             manifest = kwok.fake_node(
                 node.name, control_plane=node.control_plane, os_image=os_image(node.version)
             )
             manifest["status"]["addresses"] = [{"type": "InternalIP", "address": node.address}]
-            self.core.create_node(cast(Any, manifest))
-        self.core.patch_node_status(
-            node.name, {"status": _status(node.version, node.boot_id, node)}
-        )
-
-    async def _call(self, func: Callable[..., Any], *args: Any) -> None:
-        call = functools.partial(_send, func, *args)
-        await asyncio.get_running_loop().run_in_executor(self._threads, call)
+            await self._api.call("POST", "/api/v1/nodes", manifest)
+        status = {"status": _status(node.version, node.boot_id, node)}
+        await self._api.call("PATCH", _node(node.name, "/status"), status)
 
     async def _apply(self, transition: Transition) -> None:
         node = self.fleet.nodes[transition.node]
@@ -221,43 +259,30 @@ class NodeDriver:
             # kwok may post one more heartbeat before it sees the annotation; insist once.
             for _ in range(2):
                 status = {"status": {"conditions": [_ready(False, transition.power)]}}
-                await self._call(self.core.patch_node_status, transition.node, status)
+                await self._api.call("PATCH", _node(transition.node, "/status"), status)
                 await asyncio.sleep(_KWOK_SETTLE_S)
             await self._set_pods_ready(transition.node, False)
         elif transition.power is Power.RUNNING:
             status = {"status": _status(transition.version, transition.boot_id, node)}
-            await self._call(self.core.patch_node_status, transition.node, status)
+            await self._api.call("PATCH", _node(transition.node, "/status"), status)
             await self._set_pods_ready(transition.node, True)
             await self._annotate(transition.node, None)
 
     async def _set_pods_ready(self, name: str, ready: bool) -> None:
         """The node's running pods stop with its OS, or start again once it is back."""
         conditions = _pod_readiness(ready)
-        listing = functools.partial(
-            self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={name}"
-        )
-        pods = await asyncio.get_running_loop().run_in_executor(self._threads, listing)
-        for pod in pods.items:
-            meta, status = pod.metadata, pod.status
-            if meta is None or status is None or meta.name is None or meta.namespace is None:
+        pods = await self._api.items("/api/v1/pods", fieldSelector=f"spec.nodeName={name}")
+        for pod in pods:
+            meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+            if meta.get("deletionTimestamp") or status.get("phase") != "Running":
                 continue
-            if meta.deletion_timestamp is not None or status.phase != "Running":
-                continue
-            with contextlib.suppress(ApiException):  # gone meanwhile
+            with contextlib.suppress(ApiError):  # gone meanwhile
                 patch = {"status": {"conditions": conditions}}
-                await self._call(
-                    self.core.patch_namespaced_pod_status, meta.name, meta.namespace, patch
-                )
+                await self._api.call("PATCH", _pod_status(meta["namespace"], meta["name"]), patch)
 
     async def _annotate(self, name: str, value: str | None) -> None:
         patch = {"metadata": {"annotations": {kwok.DISREGARD_ANNOTATION: value}}}
-        await self._call(self.core.patch_node, name, patch)
-
-
-def _send(func: Callable[..., Any], *args: Any) -> None:
-    """Makes a request and drops its reply undecoded (reading it frees the connection)."""
-    reply = func(*args, _preload_content=False)
-    reply.read()
+        await self._api.call("PATCH", _node(name), patch)
 
 
 def _status(version: str, boot_id: str, node: SimulatedNode) -> dict[str, Any]:

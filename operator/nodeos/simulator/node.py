@@ -11,6 +11,7 @@ import enum
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import yaml
@@ -144,6 +145,11 @@ class SimulatedNode:
     try_revert_at: float | None = None
     try_previous_config: bytes | None = None
     reboots: int = 0
+    # told when the node sets a timer (a reboot, a TRY revert), so the fleet moves along only
+    # the nodes that have one: visiting every node on every call cost 2 ms at 5,000 nodes
+    on_timer: Callable[[SimulatedNode], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def member_id(self) -> int:
@@ -172,6 +178,14 @@ class SimulatedNode:
             return self._transition()
         return None
 
+    def timed(self) -> bool:
+        """Whether ``advance`` may change this node later (a reboot or a TRY revert is due)."""
+        return (
+            self.power is Power.SHUTTING_DOWN
+            or (self.power is Power.REBOOTING and self.back_at is not None)
+            or self.try_revert_at is not None
+        )
+
     def answering(self) -> bool:
         """True when the node serves calls (call ``Fleet.advance`` first to bring it to now)."""
         if self.power in (Power.REBOOTING, Power.DOWN):
@@ -191,6 +205,10 @@ class SimulatedNode:
         self.power = Power.RUNNING
         self.back_at = None
         self.reboots += 1
+
+    def _timer_set(self) -> None:
+        if self.on_timer is not None:
+            self.on_timer(self)
 
     def _transition(self) -> Transition:
         return Transition(self.name, self.power, self.version, self.boot_id)
@@ -233,6 +251,7 @@ class SimulatedNode:
             raise SimulatedError("FAILED_PRECONDITION", "a reboot is already in progress")
         self.power = Power.SHUTTING_DOWN
         self.reboot_at = now + REBOOT_DELAY_S
+        self._timer_set()
 
     def rollback(self, now: float) -> None:
         """Boots the previous A/B slot."""
@@ -277,6 +296,7 @@ class SimulatedNode:
         if mode == "TRY":
             self.try_previous_config, self.config = self.config, data
             self.try_revert_at = now + try_seconds
+            self._timer_set()
             return f"Applied configuration; it is reverted in {try_seconds:.0f}s unless confirmed"
         if needs_reboot or mode == "REBOOT":
             self.staged_config = data

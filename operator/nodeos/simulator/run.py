@@ -18,7 +18,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubernetes import config
+from kubernetes import client, config
 
 from nodeos.simulator.kube import NodeDriver
 from nodeos.simulator.node import Faults
@@ -69,8 +69,9 @@ async def serve(options: Options, stop: asyncio.Event) -> None:
     await simulator.start()
     driver = None
     if options.kubeconfig is not None:
-        api = config.new_client_from_config(config_file=str(options.kubeconfig))  # type: ignore[no-untyped-call]
-        driver = NodeDriver(api, fleet, resync_s=options.resync_s)
+        settings = client.Configuration()
+        config.load_kube_config(config_file=str(options.kubeconfig), client_configuration=settings)  # type: ignore[no-untyped-call]
+        driver = NodeDriver(settings, fleet, resync_s=options.resync_s)
         await driver.start()
     admin = simulator.write_talosconfig(
         options.workdir / "talosconfig",
