@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,17 @@ from kubernetes import client
 
 from helpers import image, rollout_env
 from nodeos.sandbox import cluster
+
+
+@pytest.fixture(autouse=True)
+def collected_after_each_test() -> Iterator[None]:
+    """Collects the garbage when each test ends.
+
+    A client socket left open is then reported (an error under the suite's filterwarnings) at
+    the teardown of the test that dropped it, not in whichever test the collector ran later.
+    """
+    yield
+    gc.collect()
 
 
 @pytest.fixture
