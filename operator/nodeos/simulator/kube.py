@@ -137,10 +137,14 @@ class NodeDriver:
         self._resyncing = asyncio.create_task(self._resync_forever())
 
     async def stop(self) -> None:
-        """Stops following transitions (pending ones are applied first)."""
-        if not self._following:
+        """Stops following transitions (pending ones are applied first), then disconnects."""
+        try:
+            if self._following:
+                await self._finish()
+        finally:
             await self._api.close()
-            return
+
+    async def _finish(self) -> None:
         for queue in list(self._queues.values()):
             await queue.join()
         tasks = [*self._workers, *([self._resyncing] if self._resyncing else [])]
@@ -149,7 +153,6 @@ class NodeDriver:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._api.close()
 
     def _enqueue(self, transition: Transition) -> None:
         queue = self._queues.get(transition.node)
