@@ -74,6 +74,61 @@ def plan(max_unavailable: int = 2) -> dict[str, Any]:
     }
 
 
+class LedgerLog(FakeKube):
+    """Remembers the in-flight ledger of every status write."""
+
+    ledgers: list[list[str]]
+
+    async def patch_plan_status(self, name: str, status: dict[str, Any], rv: str) -> str:
+        version = await super().patch_plan_status(name, status, rv)
+        self.ledgers.append(list(status.get("inFlight") or []))
+        return version
+
+
+async def test_a_slot_is_handed_from_one_node_to_the_next_in_one_status_write() -> None:
+    nodes = {f"w-{i}": FakeNode(f"w-{i}") for i in range(3)}
+    kube, osapi = LedgerLog(nodes, plan(1)), FakeOsApi(nodes)
+    kube.ledgers = []
+    await roll(kube, osapi, nodes)
+    assert osapi.installs == dict.fromkeys(nodes, 1)
+    changes = [
+        ledger for i, ledger in enumerate(kube.ledgers) if kube.ledgers[i - 1 : i] != [ledger]
+    ]
+    # the finished node leaves the ledger in the write that brings the next one in
+    assert changes == [["w-0"], ["w-1"], ["w-2"], []], kube.ledgers
+
+
+class SlowStatus(LedgerLog):
+    """Status writes take a while; what happened meanwhile is logged beside them."""
+
+    log: list[tuple[str, str]]
+
+    async def patch_plan_status(self, name: str, status: dict[str, Any], rv: str) -> str:
+        await asyncio.sleep(0.05)
+        version = await super().patch_plan_status(name, status, rv)
+        self.log.extend(("claimed", n) for n in status.get("inFlight") or [])
+        return version
+
+
+class ReadLog(FakeOsApi):
+    log: list[tuple[str, str]]
+
+    async def boot_id(self, node: NodeTarget, *, rebooting: bool = False) -> str:
+        self.log.append(("read", node.name))
+        return await super().boot_id(node, rebooting=rebooting)
+
+
+async def test_the_next_node_is_read_while_its_slot_is_being_claimed() -> None:
+    nodes = {f"w-{i}": FakeNode(f"w-{i}") for i in range(2)}
+    kube, osapi = SlowStatus(nodes, plan(1)), ReadLog(nodes)
+    kube.ledgers, kube.log = [], []
+    osapi.log = kube.log
+    await roll(kube, osapi, nodes)
+    assert osapi.installs == dict.fromkeys(nodes, 1)
+    for name in nodes:
+        assert kube.log.index(("read", name)) < kube.log.index(("claimed", name)), kube.log
+
+
 async def test_engine_rolls_every_node_once_within_the_budget() -> None:
     nodes = {f"w-{i}": FakeNode(f"w-{i}") for i in range(5)}
     kube, osapi = FakeKube(nodes, plan(2)), FakeOsApi(nodes)

@@ -395,6 +395,13 @@ def test_seed_976_a_lost_status_reply_never_lets_a_stale_transition_forget_our_c
     assert_clean(simulate(generate(976)))
 
 
+def test_seed_36_a_slot_given_back_and_claimed_again_in_one_write_stays_claimed() -> None:
+    """A finished worker leaves its slot to the step's write; that step, after a long etcd
+    check, claimed the same node again in that write and then gave the new claim back, so the
+    node was cordoned with no slot in the ledger. (Seed-based: the generator as of this test.)"""
+    assert_clean(simulate(generate(36)))
+
+
 # -- item 7: one error stopped the plan ------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from nodeos.engine.health import first_failing
 from nodeos.models.common import parse_duration
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
 from nodeos.ports.kube import KubeApi, KubeApiError, NodeHealth, NotFoundError
-from nodeos.ports.osapi import CONFIG_PATH, NodeTarget, OsApi, OsApiError
+from nodeos.ports.osapi import CONFIG_PATH, NodeTarget, OsApi, OsApiError, OsVersion
 
 DEFAULT_INSTALLER = "ghcr.io/siderolabs/installer"
 _TAG = re.compile(r":[^:/@]+(@sha256:[0-9a-f]+)?$")
@@ -80,6 +80,8 @@ class NodeContext:
     view: Callable[[], NodeView | None] = lambda: None  # the node as watched now
     # the boot ID the action just before read (the wait for the reboot): Verify takes it
     boot_id_now: str | None = None
+    # Cordon: the boot ID and version, read while the slot was being claimed (None: read now)
+    read_ahead: asyncio.Future[tuple[str, OsVersion]] | None = None
     clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
 
 
@@ -129,8 +131,21 @@ def _held(ctx: NodeContext) -> AbstractAsyncContextManager[None]:
     return ctx.ride.hold() if ctx.ride is not None else contextlib.nullcontext()
 
 
+async def read_before_cordon(osapi: OsApi, target: NodeTarget) -> tuple[str, OsVersion]:
+    """What the cordon records of the node: its boot ID and the OS version it runs."""
+    return await _both(osapi.boot_id(target), osapi.version(target))
+
+
 async def _cordon(ctx: NodeContext) -> Result:
-    boot_id, running = await _both(ctx.osapi.boot_id(ctx.target), ctx.osapi.version(ctx.target))
+    read = None
+    ahead = ctx.read_ahead
+    if ahead is not None:
+        await asyncio.wait([ahead])  # its error is not raised: the cordon reads again instead
+        if not ahead.cancelled() and ahead.exception() is None:
+            read = ahead.result()
+    if read is None:
+        read = await read_before_cordon(ctx.osapi, ctx.target)
+    boot_id, running = read
     version = running.tag
     if (why := ctx.cordon_blocked()) is not None:
         return Result(requeue=why)

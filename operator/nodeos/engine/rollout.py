@@ -5,18 +5,20 @@ planner what may start; it records each new node's slot in the plan status (a gu
 *before* a worker touches the node; it resumes workers for nodes that were in flight when the
 operator last stopped; and it writes the plan's summary (phase, counts, conditions, preview,
 ETA). Workers feed each action's result to the state machine and persist every phase change.
+A finished node's slot goes back in the step's next write, the one that claims it for the next
+node, whose boot ID and version are read meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import datetime
 import functools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +28,7 @@ from nodeos.core import statemachine as sm
 from nodeos.core.events import EventBudget
 from nodeos.core.nodes import NodeView, matches
 from nodeos.engine import metrics, plan_edits
-from nodeos.engine.actions import NodeContext, RecordRide, perform
+from nodeos.engine.actions import NodeContext, RecordRide, perform, read_before_cordon
 from nodeos.engine.etcd import etcd_problem
 from nodeos.engine.health import first_failing
 from nodeos.engine.prometheus import prometheus_problem
@@ -47,7 +49,7 @@ from nodeos.models.rollout import RolloutPolicy
 from nodeos.models.upgradeplan import NodeProgress, UpgradePlanSpec
 from nodeos.ports.fence import FencedError
 from nodeos.ports.kube import ConflictError, KubeApi, KubeApiError
-from nodeos.ports.osapi import OsApi
+from nodeos.ports.osapi import OsApi, OsVersion
 from nodeos.ports.prometheus import PrometheusApi
 
 RETRY_ANNOTATION = plan_edits.RETRY_ANNOTATION
@@ -71,6 +73,10 @@ _MAX_STEP_GAP_S = 1.0
 _NODE_WAIT_S = 2.0
 _REBOOT_WAIT_S = 8.0
 _FREES_SLOT = frozenset({*planner.TERMINAL, "Pending"})
+# A worker whose node is done leaves its slot to the next step, which gives it back in the write
+# that claims it for the next node; should no step get to it in this long (a step that fails,
+# a spec that does not parse), the worker gives it back in a write of its own
+_HANDOVER_S = 2.0
 
 
 OsApiFactory = Callable[[OsApiAccess], Awaitable[tuple[OsApi, Routing]]]
@@ -120,7 +126,10 @@ class PlanRollout:
         self._node_moved: dict[str, asyncio.Event] = {}  # set when the node's view changes
         # When each slot was freed, oldest first; each cordon takes the oldest, so every slot's
         # own handover is measured even when several are freed at once
-        self._freed_at: deque[float] = deque()
+        self._freed_at: list[float] = []
+        self._finishing: dict[str, _Finishing] = {}  # workers whose slot the next step gives back
+        # Each claimed node's boot ID and version, read while its slot is being written
+        self._read_ahead: dict[str, asyncio.Task[tuple[str, OsVersion]]] = {}
         self._durations: list[float] = []
         self.osapi: OsApi = deps.osapi
         self.routing: Routing = deps.routing
@@ -186,6 +195,8 @@ class PlanRollout:
         best stopped where it is not waiting on one.
         """
         self._stopping = True
+        for name in list(self._read_ahead):
+            self._drop_read_ahead(name)
         running = [task for task in [*self.workers.values(), *self._announcing] if not task.done()]
         if running:
             _, late = await asyncio.wait(running, timeout=_STOP_GRACE_S)
@@ -290,7 +301,16 @@ class PlanRollout:
             asked[:] = [(dict(records), list(in_flight), decision)]
             return decision
 
-        decision = decide(_records(self.store.records, status.in_flight, spec), status.in_flight)
+        # slots whose nodes are done: given back in this step's write (with the next claims)
+        handing_back = {
+            name: finishing
+            for name, finishing in self._finishing.items()
+            if name in status.in_flight and self._progress(name) == finishing.record
+        }
+        in_flight = [name for name in status.in_flight if name not in handing_back]
+        decision = decide(_records(self.store.records, in_flight, spec), in_flight)
+        if decision.complete and self._announcing:
+            await asyncio.wait(list(self._announcing))  # every node's last Event before Completed
         held: planner.Waiting | None = None
         start = list(decision.start)
         needs_etcd = spec.strategy.control_plane.require_healthy_etcd
@@ -317,6 +337,11 @@ class PlanRollout:
             )
             if gate is not None:
                 start, held = [], planner.Waiting(*gate)
+
+        def give_back(draft: Draft) -> None:
+            # first: a node given back may be claimed again by the same write
+            for name, finishing in handing_back.items():
+                _release(draft, name, expected=finishing.record)
 
         def report(draft: Draft) -> None:
             flying = frozenset(draft.in_flight)
@@ -348,10 +373,22 @@ class PlanRollout:
                 held = planner.held_elsewhere(self.name, self.plans(), [selected[n] for n in start])
                 first.clear()
                 free = [name for name in start if name not in held]
+                give_back(draft)
                 self._claim(draft, free, spec, policy, now, selected, first)
                 report(draft)
 
-            await self.store.commit(claim_and_report)
+            self._read_ahead_of_cordon([selected[name] for name in start])
+            try:
+                await self.store.commit(claim_and_report, nodes=list(handing_back))
+            except BaseException:
+                for name in start:
+                    self._drop_read_ahead(name)
+                raise
+            finally:
+                self._settle(handing_back)
+            for name in start:
+                if name not in first:
+                    self._drop_read_ahead(name)
             for record in first.values():
                 # with the cordon (the same write) or on its own within DEFER_S; a slot whose
                 # record never arrived is given back by the resumed worker, the node untouched
@@ -368,7 +405,15 @@ class PlanRollout:
                 ]
             )
         else:
-            await self.store.commit(report)
+
+            def give_back_and_report(draft: Draft) -> None:
+                give_back(draft)
+                report(draft)
+
+            try:
+                await self.store.commit(give_back_and_report, nodes=list(handing_back))
+            finally:
+                self._settle(handing_back)
         for name in self.store.summary.in_flight:
             self._spawn(name, resumed=True)  # only where no worker runs (one failed)
         self._last_error = None
@@ -475,13 +520,9 @@ class PlanRollout:
             now = self.deps.clock()
             action = sm.next_action(progress, ctx, now)
             if action.kind == "None":
-                release = functools.partial(_release, name=name, expected=progress)
-                await self.store.commit(release, nodes=(name,))
-                if name in self.store.summary.in_flight:
-                    continue  # the record had moved on (a write whose reply was lost): re-read
-                if progress.phase in _FREES_SLOT:
-                    self._freed_at.append(time.monotonic())
-                return
+                if await self._hand_back(name, progress):
+                    return
+                continue  # the record had moved on (a write whose reply was lost): re-read
             moved = self._node_moved.setdefault(name, asyncio.Event())
             moved.clear()  # a change from here on wakes a check that waits for the Node
             view = self.nodes().get(name)
@@ -495,6 +536,10 @@ class PlanRollout:
                 waited = action
                 continue
             ride = self._ride(progress, action, ctx)
+            ahead = self._read_ahead.pop(name, None)  # for the first cordon only
+            if ahead is not None and (action.kind != "Cordon" or view is None):
+                ahead.cancel()
+                ahead = None
             if view is None:
                 result = sm.Result(transient=True, message="the Node object does not exist")
             else:
@@ -513,6 +558,7 @@ class PlanRollout:
                     view=functools.partial(lambda n: self.nodes().get(n), name),
                     clock=self.deps.clock,
                     boot_id_now=booted if action.kind == "Verify" else None,
+                    read_ahead=ahead,
                 )
                 result = await perform(action, progress, node_ctx)
             booted = result.boot_id if action.kind == "AwaitReboot" and result.ok else None
@@ -522,7 +568,7 @@ class PlanRollout:
             else:
                 updated = sm.after(progress, action, result, ctx, self.deps.clock())
             if action.kind == "Cordon" and result.ok and self._freed_at:
-                metrics.TRANSITION_SECONDS.observe(time.monotonic() - self._freed_at.popleft())
+                metrics.TRANSITION_SECONDS.observe(time.monotonic() - self._freed_at.pop(0))
             if updated == progress:
                 if action.kind == "AwaitReboot":
                     view_is_recent = await self._node_change(name, moved, view, wait_s, back=True)
@@ -545,7 +591,58 @@ class PlanRollout:
                 if updated.phase in ("Failed", "RolledBack"):
                     reason = updated.reason or "Unknown"
                     metrics.series(metrics.NODE_FAILURES, self.owner, self.name, reason).inc()
-                await self._announce(progress, updated)
+                if updated.phase in _FREES_SLOT:
+                    # off the handover's path; the plan is not Completed before it is posted
+                    self._announce_soon([(progress, updated)])
+                else:
+                    await self._announce(progress, updated)
+
+    async def _hand_back(self, name: str, progress: NodeProgress) -> bool:
+        """Gives the finished node's slot back; False when its record moved on meanwhile.
+
+        The next step gives it back in the write that claims the slot for the next node, so a
+        handover costs one status write, not two; should no step do so within _HANDOVER_S
+        (a step failing, a spec that does not parse), the worker writes the release itself.
+        """
+        finishing = self._finishing[name] = _Finishing(progress, time.monotonic())
+        self.wake.set()
+        if not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finishing.settled.wait(), _HANDOVER_S)
+        if self._finishing.get(name) is finishing:
+            del self._finishing[name]
+        if name not in self.store.summary.in_flight:
+            return True
+        release = functools.partial(_release, name=name, expected=progress)
+        await self.store.commit(release, nodes=(name,))
+        if name in self.store.summary.in_flight:
+            return False
+        if progress.phase in _FREES_SLOT:
+            bisect.insort(self._freed_at, finishing.since)
+        return True
+
+    def _settle(self, handing_back: Mapping[str, _Finishing]) -> None:
+        """After the step's write: tells each finished worker whether its slot was given back."""
+        for name, finishing in handing_back.items():
+            if name not in self.store.summary.in_flight and finishing.record.phase in _FREES_SLOT:
+                bisect.insort(self._freed_at, finishing.since)
+            finishing.settled.set()
+
+    def _read_ahead_of_cordon(self, nodes: Sequence[NodeView]) -> None:
+        """Starts reading what the cordon records (boot ID, version) while the slot is claimed."""
+        for node in nodes:
+            self._drop_read_ahead(node.name)
+            task = asyncio.create_task(
+                read_before_cordon(self.osapi, self.routing.target(node)),
+                name=f"read-ahead-{node.name}",
+            )
+            task.add_done_callback(_retrieved)
+            self._read_ahead[node.name] = task
+
+    def _drop_read_ahead(self, name: str) -> None:
+        task = self._read_ahead.pop(name, None)
+        if task is not None:
+            task.cancel()
 
     def _policy(self, spec: UpgradePlanSpec) -> RolloutPolicy:
         """The spec's rollout policy, made again only when the spec changed."""
@@ -756,6 +853,21 @@ def _records(
     target = spec.target.version
     flying = frozenset(in_flight)
     return {name: r for name, r in records.items() if planner.current(r, target, flying)}
+
+
+@dataclass
+class _Finishing:
+    """A worker whose node is done, waiting for the step to give its slot back."""
+
+    record: NodeProgress
+    since: float  # time.monotonic() when the worker found nothing left to do
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Marks a read-ahead's error as seen: the cordon reads again, or nobody needed it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _back_already(view: NodeView | None, progress: NodeProgress) -> bool:
