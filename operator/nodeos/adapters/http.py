@@ -12,7 +12,9 @@ service-account token or a refreshed exec credential is used as the official cli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -59,6 +61,26 @@ class JsonSession:
             server_hostname=self._config.tls_server_name or None,
         ) as response:
             return response.status, response.reason or "", await response.read()
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, path: str, query: dict[str, str], headers: dict[str, str], *, idle_s: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A GET whose body is read as it arrives (a watch).
+
+        No deadline for the whole, but at most ``idle_s`` may pass between two reads.
+        """
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=_TIMEOUT_S, sock_read=idle_s)
+        async with self._open().request(
+            "GET",
+            self._host + path,
+            params=query,
+            headers=headers,
+            proxy=self._config.proxy or None,
+            server_hostname=self._config.tls_server_name or None,
+            timeout=timeout,
+        ) as response:
+            yield response
 
     async def close(self) -> None:
         """Closes the pool (a later request opens another)."""

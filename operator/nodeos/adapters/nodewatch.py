@@ -11,30 +11,32 @@ list count as deleted. Each change is handed to ``on_change(name, before, after)
 event loop, in order (None: absent). ``ready`` is set once the first list is in, so no engine
 plans on part of the fleet.
 
-The HTTP requests go through the kubernetes ApiClient (its auth and TLS) in one daemon thread
-of its own (a read blocked on the stream never holds up the process's exit); the lines of the
-watch stream are parsed there and passed to the loop.
+The requests go through a ``JsonSession`` of its own (aiohttp, one connection) on the event
+loop, and each line of the watch stream is parsed and applied there as it arrives. (In a thread
+of its own, reading with urllib3, each event cost about 0.23 ms of CPU at 1,000 Nodes, and
+handing it to the loop woke the loop from that thread.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kubernetes import client
 
+from nodeos.adapters.http import JsonSession
 from nodeos.core.nodes import NodeView, view_of
 
 OnChange = Callable[[str, NodeView | None, NodeView | None], None]
 log = logging.getLogger(__name__)
 _PAGE = 500
 _WATCH_S = 300  # the server ends each watch after this long; it is resumed at once
+_IDLE_S = _WATCH_S + 30  # bookmarks come every minute: a stream this long silent is dead
 _RETRY_S = 1.0
+_HEADERS = {"Accept": "application/json"}
 
 
 class GoneError(Exception):
@@ -45,63 +47,40 @@ class NodeWatch:
     """Keeps ``views`` equal to the API server's Nodes, as NodeViews."""
 
     def __init__(self, api: client.ApiClient, on_change: OnChange) -> None:
-        self.api = api
+        self.http = JsonSession(api.configuration, 2)
         self.on_change = on_change
         self.views: dict[str, NodeView] = {}
         self.ready = asyncio.Event()
-        self._stopping = threading.Event()
 
     async def run(self) -> None:
         """Lists and watches until cancelled; never gives up."""
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[None] = loop.create_future()
-
-        def follow() -> None:
-            try:
-                self._follow(loop)
-            finally:
-                with contextlib.suppress(RuntimeError):  # the loop may be closed by now
-                    loop.call_soon_threadsafe(_settle, ended)
-
-        threading.Thread(target=follow, name="node-watch", daemon=True).start()
-        try:
-            await ended
-        finally:
-            self.stop()
-
-    def stop(self) -> None:
-        """Asks the watch to end after the event it waits for.
-
-        The thread is not interrupted: closing a stream another thread reads from blocks the
-        caller (the event loop) until that read ends. A daemon thread never delays the exit.
-        """
-        self._stopping.set()
-
-    # -- in the watch's thread -------------------------------------------------------------
-
-    def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
         version = ""
-        while not self._stopping.is_set():
-            try:
-                if not version:
-                    items, version = self._list()
-                    loop.call_soon_threadsafe(self._replace, items)
-                version = self._watch(version, loop)
-            except GoneError:
-                version = ""
-            except Exception as error:  # connection lost, API server restarting: list again
-                if self._stopping.is_set():
-                    return
-                log.warning("watching Nodes failed, listing them again: %s", error)
-                version = ""
-                self._stopping.wait(_RETRY_S)
+        try:
+            while True:
+                try:
+                    if not version:
+                        items, version = await self._list()
+                        self._replace(items)
+                    version = await self._watch(version)
+                except GoneError:
+                    version = ""
+                except Exception as error:  # connection lost, API server restarting: list again
+                    log.warning("watching Nodes failed, listing them again: %s", error)
+                    version = ""
+                    await asyncio.sleep(_RETRY_S)
+        finally:
+            await asyncio.shield(self.http.close())
 
-    def _list(self) -> tuple[dict[str, NodeView], str]:
+    async def _list(self) -> tuple[dict[str, NodeView], str]:
         items: dict[str, NodeView] = {}
         token = ""
         while True:
-            query = [("limit", str(_PAGE))] + ([("continue", token)] if token else [])
-            page = json.loads(self._get("/api/v1/nodes", query).read() or b"{}")
+            query = {"limit": str(_PAGE)} | ({"continue": token} if token else {})
+            status, reason, body = await self.http.request(
+                "GET", "/api/v1/nodes", query, None, _HEADERS | self.http.auth()
+            )
+            _check(status, reason, body)
+            page = json.loads(body or b"{}")
             for item in page.get("items") or []:
                 name = item["metadata"]["name"]
                 items[name] = view_of(name, item)
@@ -109,53 +88,37 @@ class NodeWatch:
             if not token:
                 return items, str(page["metadata"]["resourceVersion"])
 
-    def _watch(self, version: str, loop: asyncio.AbstractEventLoop) -> str:
-        query = [
-            ("watch", "1"),
-            ("resourceVersion", version),
-            ("allowWatchBookmarks", "true"),
-            ("timeoutSeconds", str(_WATCH_S)),
-        ]
-        response = self._get("/api/v1/nodes", query, stream=True)
-        try:
-            for line in _lines(response):
-                if self._stopping.is_set():
-                    break
-                event = json.loads(line)
-                kind, item = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if item.get("code") == 410:
-                        raise GoneError(item.get("message", "gone"))
-                    raise RuntimeError(item.get("message", "watch error"))
-                version = str((item.get("metadata") or {}).get("resourceVersion") or version)
-                if kind == "BOOKMARK":
-                    continue
-                name = item["metadata"]["name"]
-                view = None if kind == "DELETED" else view_of(name, item)
-                loop.call_soon_threadsafe(self._apply, name, view)
-        finally:
-            with contextlib.suppress(Exception):
-                response.close()
+    async def _watch(self, version: str) -> str:
+        query = {
+            "watch": "1",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(_WATCH_S),
+        }
+        headers = _HEADERS | self.http.auth()
+        async with self.http.stream("/api/v1/nodes", query, headers, idle_s=_IDLE_S) as response:
+            if not 200 <= response.status <= 299:
+                _check(response.status, response.reason or "", await response.read())
+            lines = LineSplitter()
+            async for chunk in response.content.iter_any():
+                for line in lines.feed(chunk):
+                    version = self._take(json.loads(line), version)
+            for line in lines.end():
+                version = self._take(json.loads(line), version)
         return version
 
-    def _get(self, path: str, query: list[tuple[str, str]], stream: bool = False) -> Any:
-        method, url, headers, _, _ = self.api.param_serialize(
-            "GET",
-            path,
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        timeout = (10.0, _WATCH_S + 30.0) if stream else (10.0, 60.0)
-        answer = self.api.call_api(method, url, header_params=headers, _request_timeout=timeout)
-        if answer.status == 410:
-            raise GoneError(path)
-        if not 200 <= answer.status <= 299:
-            answer.read()  # type: ignore[no-untyped-call]
-            raise RuntimeError(f"HTTP {answer.status} from GET {path}: {answer.data!r:.200}")
-        return answer.response
-
-    # -- on the event loop ------------------------------------------------------------------
+    def _take(self, event: dict[str, Any], version: str) -> str:
+        """Applies one watch event; returns the resourceVersion to resume from."""
+        kind, item = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if item.get("code") == 410:
+                raise GoneError(item.get("message", "gone"))
+            raise RuntimeError(item.get("message", "watch error"))
+        version = str((item.get("metadata") or {}).get("resourceVersion") or version)
+        if kind != "BOOKMARK":
+            name = item["metadata"]["name"]
+            self._apply(name, None if kind == "DELETED" else view_of(name, item))
+        return version
 
     def _replace(self, items: dict[str, NodeView]) -> None:
         for name in [name for name in self.views if name not in items]:
@@ -175,33 +138,45 @@ class NodeWatch:
         self.on_change(name, before, view)
 
 
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _check(status: int, reason: str, body: bytes) -> None:
+    if status == 410:
+        raise GoneError(reason)
+    if not 200 <= status <= 299:
+        raise RuntimeError(f"HTTP {status} {reason} from the Nodes API: {body[:200]!r}")
 
 
-def _lines(response: Any) -> Iterator[bytes]:
-    """The newline-separated JSON documents of a watch stream, as they arrive."""
-    return split_lines(response.stream(64 * 1024, decode_content=True))
-
-
-def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The non-blank lines of a byte stream that arrives in chunks.
+class LineSplitter:
+    """The non-blank lines of a byte stream that arrives in chunks, fed one chunk at a time.
 
     Each chunk is split once: splitting off one line at a time copied the rest of the chunk
     for every line, which was most of the watch's CPU at a thousand Nodes.
     """
-    parts: list[bytes] = []  # the start of a line that a later chunk ends
-    for chunk in chunks:
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []  # the start of a line that a later chunk ends
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines this chunk completes."""
         *complete, rest = chunk.split(b"\n")
+        lines = []
         if complete:
-            complete[0] = b"".join([*parts, complete[0]])
-            parts = []
-            for line in complete:
-                if line.strip():
-                    yield line
+            complete[0] = b"".join([*self._parts, complete[0]])
+            self._parts = []
+            lines = [line for line in complete if line.strip()]
         if rest:
-            parts.append(rest)
-    tail = b"".join(parts)
-    if tail.strip():
-        yield tail
+            self._parts.append(rest)
+        return lines
+
+    def end(self) -> list[bytes]:
+        """The last line, if the stream ended without its newline."""
+        tail = b"".join(self._parts)
+        self._parts = []
+        return [tail] if tail.strip() else []
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The non-blank lines of a byte stream that arrives in chunks (``LineSplitter``)."""
+    lines = LineSplitter()
+    for chunk in chunks:
+        yield from lines.feed(chunk)
+    yield from lines.end()
