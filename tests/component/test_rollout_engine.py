@@ -13,8 +13,11 @@ import json
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from helpers.fakes import NEW, FakeKube, FakeNode, FakeOsApi
 from nodeos.core.nodes import CORDONED_BY_ANNOTATION, NodeView
+from nodeos.engine import metrics
 from nodeos.engine.rollout import EngineDeps, PlanRollout
 from nodeos.engine.routing import Routing
 from nodeos.ports.osapi import ErrorKind, NodeTarget, OsApiError
@@ -43,7 +46,7 @@ def tick(rollout: PlanRollout, nodes: dict[str, FakeNode]) -> None:
         rollout.node_moved(name)
 
 
-async def roll(kube: FakeKube, osapi: FakeOsApi, nodes: dict[str, FakeNode]) -> None:
+async def roll(kube: FakeKube, osapi: FakeOsApi, nodes: dict[str, FakeNode]) -> PlanRollout:
     deps = EngineDeps(
         kube=kube,
         osapi=osapi,
@@ -61,6 +64,7 @@ async def roll(kube: FakeKube, osapi: FakeOsApi, nodes: dict[str, FakeNode]) -> 
     stop.set()
     rollout.wake.set()
     await asyncio.wait_for(task, 5)
+    return rollout
 
 
 def plan(max_unavailable: int = 2) -> dict[str, Any]:
@@ -127,6 +131,27 @@ async def test_the_next_node_is_read_while_its_slot_is_being_claimed() -> None:
     assert osapi.installs == dict.fromkeys(nodes, 1)
     for name in nodes:
         assert kube.log.index(("read", name)) < kube.log.index(("claimed", name)), kube.log
+
+
+async def test_a_slot_given_back_by_both_the_step_and_its_worker_is_freed_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the step's write takes longer than the worker waits for it: both give the slot back
+    monkeypatch.setattr("nodeos.engine.rollout._HANDOVER_S", 0.01)
+    nodes = {f"w-{i}": FakeNode(f"w-{i}") for i in range(3)}
+    kube, osapi = SlowStatus(nodes, plan(1)), FakeOsApi(nodes)
+    kube.ledgers, kube.log = [], []
+    before = _observed(metrics.TRANSITION_SECONDS)
+    rollout = await roll(kube, osapi, nodes)
+    assert osapi.installs == dict.fromkeys(nodes, 1)
+    assert _observed(metrics.TRANSITION_SECONDS) - before == 2  # w-0 -> w-1, w-1 -> w-2
+    assert len(rollout._freed_at) <= 1  # the last node's slot, which no node took
+
+
+def _observed(histogram: Any) -> float:
+    return float(
+        next(s.value for m in histogram.collect() for s in m.samples if s.name.endswith("_count"))
+    )
 
 
 async def test_engine_rolls_every_node_once_within_the_budget() -> None:

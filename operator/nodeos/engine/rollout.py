@@ -617,15 +617,20 @@ class PlanRollout:
         await self.store.commit(release, nodes=(name,))
         if name in self.store.summary.in_flight:
             return False
-        if progress.phase in _FREES_SLOT:
-            bisect.insort(self._freed_at, finishing.since)
+        self._count_freed(finishing)
         return True
+
+    def _count_freed(self, finishing: _Finishing) -> None:
+        """Notes when the slot was freed, once, for the transition latency (at the cordon)."""
+        if finishing.record.phase in _FREES_SLOT and not finishing.counted:
+            finishing.counted = True
+            bisect.insort(self._freed_at, finishing.since)
 
     def _settle(self, handing_back: Mapping[str, _Finishing]) -> None:
         """After the step's write: tells each finished worker whether its slot was given back."""
         for name, finishing in handing_back.items():
-            if name not in self.store.summary.in_flight and finishing.record.phase in _FREES_SLOT:
-                bisect.insort(self._freed_at, finishing.since)
+            if name not in self.store.summary.in_flight:
+                self._count_freed(finishing)
             finishing.settled.set()
 
     def _read_ahead_of_cordon(self, nodes: Sequence[NodeView]) -> None:
@@ -862,6 +867,8 @@ class _Finishing:
     record: NodeProgress
     since: float  # time.monotonic() when the worker found nothing left to do
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+    # its freeing is in ``_freed_at``: the step and the worker may both have given it back
+    counted: bool = False
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:
