@@ -15,27 +15,25 @@ from kubernetes import client
 from helpers import image, rollout_env
 from nodeos.sandbox import cluster
 
+# Allocations in this process (not in the sandbox, simulator or operator processes it starts)
+# are traced, so an object left unclosed can be reported with where it was made
+tracemalloc.start(16)
+
 
 @pytest.fixture(autouse=True)
 def collected_after_each_test() -> Iterator[None]:
     """Collects the garbage when each test ends, and fails on anything left unclosed.
 
     A client socket left open is then reported at the teardown of the test that dropped it,
-    not in whichever test the collector ran later, with the stack that made it: allocations
-    in this process are traced during each end-to-end test (not in the processes it starts,
-    nor in the other tiers, whose many small allocations tracing would slow).
+    not in whichever test the collector ran later, with the stack that created it.
     """
-    tracemalloc.start(16)
-    try:
-        yield
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ResourceWarning)
-            gc.collect()
-        leaks = [w for w in caught if issubclass(w.category, ResourceWarning)]
-        if leaks:
-            pytest.fail("\n".join(_where_made(w) for w in leaks), pytrace=False)
-    finally:
-        tracemalloc.stop()
+    yield
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    leaks = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    if leaks:
+        pytest.fail("\n".join(_where_made(w) for w in leaks), pytrace=False)
 
 
 def _where_made(warning: warnings.WarningMessage) -> str:
