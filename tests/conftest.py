@@ -14,9 +14,14 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from helpers import sockets
 from nodeos.sandbox import cluster, toolchain
 
 _FIGURES: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sockets.trace()  # before any fixture opens a connection
 
 
 @pytest.fixture(scope="session")

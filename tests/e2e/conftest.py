@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from helpers import image, rollout_env
+from helpers import image, rollout_env, sockets
 from nodeos.sandbox import cluster
 
 
@@ -18,11 +17,11 @@ from nodeos.sandbox import cluster
 def collected_after_each_test() -> Iterator[None]:
     """Collects the garbage when each test ends.
 
-    A client socket left open is then reported (an error under the suite's filterwarnings) at
-    the teardown of the test that dropped it, not in whichever test the collector ran later.
+    A client socket left open is then reported, with the stack that made it, at the teardown
+    of the test that dropped it, not in whichever test the collector ran later.
     """
     yield
-    gc.collect()
+    sockets.collect_and_check()
 
 
 @pytest.fixture
