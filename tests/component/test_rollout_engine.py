@@ -20,7 +20,7 @@ from nodeos.core.nodes import CORDONED_BY_ANNOTATION, NodeView
 from nodeos.engine import metrics
 from nodeos.engine.rollout import EngineDeps, PlanRollout
 from nodeos.engine.routing import Routing
-from nodeos.ports.osapi import ErrorKind, NodeTarget, OsApiError
+from nodeos.ports.osapi import ErrorKind, InstallOutcome, NodeTarget, OsApiError
 from nodeos.ports.prometheus import Alert, PrometheusError
 
 
@@ -152,6 +152,36 @@ def _observed(histogram: Any) -> float:
     return float(
         next(s.value for m in histogram.collect() for s in m.samples if s.name.endswith("_count"))
     )
+
+
+class FactoryNodes(FakeOsApi):
+    """Nodes installed from a factory image; reading the config fails once per node."""
+
+    images: list[str]
+    unreadable: set[str]
+
+    async def read_file(self, node: NodeTarget, path: str) -> bytes:
+        if node.name in self.unreadable:
+            self.unreadable.discard(node.name)
+            raise OsApiError(node.name, ErrorKind.TRANSIENT, "UNAVAILABLE", "connection refused")
+        return f"machine:\n  install:\n    image: {FACTORY}:v1.0.0\n".encode()
+
+    async def install(self, node: NodeTarget, image: str, api: str = "Auto") -> InstallOutcome:
+        self.images.append(image)
+        return await super().install(node, image, api)
+
+
+FACTORY = "factory.talos.dev/installer/" + "3765679" * 9 + "1"  # a schematic ID: 64 hex digits
+
+
+async def test_an_unreadable_config_delays_the_install_and_never_drops_the_nodes_image() -> None:
+    # the default installer would drop the node's schematic (its system extensions)
+    nodes = {f"w-{i}": FakeNode(f"w-{i}") for i in range(2)}
+    kube, osapi = FakeKube(nodes, plan(2)), FactoryNodes(nodes)
+    osapi.images, osapi.unreadable = [], set(nodes)
+    await roll(kube, osapi, nodes)
+    assert osapi.images == [f"{FACTORY}:{NEW}"] * 2
+    assert osapi.installs == dict.fromkeys(nodes, 1)
 
 
 async def test_engine_rolls_every_node_once_within_the_budget() -> None:

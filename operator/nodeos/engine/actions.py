@@ -216,7 +216,13 @@ async def _install(ctx: NodeContext, progress: NodeProgress) -> Result:
     result says so (``unconfirmed``) and the reboot and version check decide.
     """
     wanted = progress.target
-    current = (await ctx.osapi.version(ctx.target)).tag
+    image = ctx.spec.target.image if ctx.spec.target.version == wanted else None
+    if wanted is not None and image is None and ctx.spec.machine_config is None:
+        # the installer image to derive from is read beside the version: one round trip
+        running, image = await _both(ctx.osapi.version(ctx.target), _derived_image(ctx, wanted))
+    else:
+        running = await ctx.osapi.version(ctx.target)
+    current = running.tag
     done: list[str] = []
     if ctx.spec.machine_config is not None:
         # Staged first: a legacy Upgrade reboots by itself and must pick the config up.
@@ -233,7 +239,6 @@ async def _install(ctx: NodeContext, progress: NodeProgress) -> Result:
         if (again := await _taken_back(ctx, progress)) is not None:
             return again
         return Result(message="; ".join(done) or "nothing to install; rebooting")
-    image = ctx.spec.target.image if ctx.spec.target.version == wanted else None
     image = image or await _derived_image(ctx, wanted)
     if (again := await _taken_back(ctx, progress)) is not None:  # as late as it can be
         return again
@@ -353,11 +358,21 @@ async def _forfeit_leadership(ctx: NodeContext) -> None:
 
 
 async def _derived_image(ctx: NodeContext, version: str) -> str:
-    """The node's current installer image with its tag set to ``version``."""
+    """The node's current installer image with its tag set to ``version``.
+
+    A config that cannot be read now (the node briefly unreachable) is an error to retry:
+    the default installer would drop the node's factory schematic, its system extensions.
+    Only a config that has no installer image, or cannot be parsed or read at all, gets the
+    default.
+    """
     try:
         config = yaml.safe_load(await ctx.osapi.read_file(ctx.target, CONFIG_PATH)) or {}
         current = str(((config.get("machine") or {}).get("install") or {}).get("image") or "")
-    except (OsApiError, yaml.YAMLError, AttributeError):
+    except OsApiError as error:
+        if error.transient:
+            raise
+        current = ""
+    except (yaml.YAMLError, AttributeError):
         current = ""
     if not current:
         return f"{DEFAULT_INSTALLER}:{version}"
