@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
 from kubernetes import client
 
 _TIMEOUT_S = 60.0  # no request of the engine's may hang: it ends as "no answer"
+_WHOLE_REQUEST = aiohttp.ClientTimeout(total=_TIMEOUT_S)
 
 
 class JsonSession:
@@ -51,15 +53,7 @@ class JsonSession:
         headers: dict[str, str],
     ) -> tuple[int, str, bytes]:
         """Sends one request; returns its status, reason and body."""
-        async with self._open().request(
-            method,
-            self._host + path,
-            params=query,
-            data=data,
-            headers=headers,
-            proxy=self._config.proxy or None,
-            server_hostname=self._config.tls_server_name or None,
-        ) as response:
+        async with self._send(method, path, query, headers, data=data) as response:
             return response.status, response.reason or "", await response.read()
 
     @contextlib.asynccontextmanager
@@ -71,15 +65,7 @@ class JsonSession:
         No deadline for the whole, but at most ``idle_s`` may pass between two reads.
         """
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=_TIMEOUT_S, sock_read=idle_s)
-        async with self._open().request(
-            "GET",
-            self._host + path,
-            params=query,
-            headers=headers,
-            proxy=self._config.proxy or None,
-            server_hostname=self._config.tls_server_name or None,
-            timeout=timeout,
-        ) as response:
+        async with self._send("GET", path, query, headers, timeout=timeout) as response:
             yield response
 
     async def close(self) -> None:
@@ -88,13 +74,33 @@ class JsonSession:
             await self._session.close()
         self._session = None
 
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None,
+        headers: dict[str, str],
+        *,
+        data: bytes | None = None,
+        timeout: aiohttp.ClientTimeout = _WHOLE_REQUEST,
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """The request, through the configuration's proxy and TLS server name."""
+        return self._open().request(
+            method,
+            self._host + path,
+            params=query,
+            data=data,
+            headers=headers,
+            proxy=self._config.proxy or None,
+            server_hostname=self._config.tls_server_name or None,
+            timeout=timeout,
+        )
+
     def _open(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             connector = aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S)
-            )
+            self._session = aiohttp.ClientSession(connector=connector, timeout=_WHOLE_REQUEST)
             self._loop = loop
         return self._session
 

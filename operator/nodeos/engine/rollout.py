@@ -338,11 +338,6 @@ class PlanRollout:
             if gate is not None:
                 start, held = [], planner.Waiting(*gate)
 
-        def give_back(draft: Draft) -> None:
-            # first: a node given back may be claimed again by the same write
-            for name, finishing in handing_back.items():
-                _release(draft, name, expected=finishing.record)
-
         def report(draft: Draft) -> None:
             flying = frozenset(draft.in_flight)
             for name, record in list(draft.nodes.items()):
@@ -362,58 +357,51 @@ class PlanRollout:
             summarise(draft, snap.spec, snap.generation, fresh, now, self._durations)
 
         phase_before = self._logged_phase
-        if start:
-            policy = self._policy(spec)
-            first: dict[str, NodeProgress] = {}
+        policy = self._policy(spec)
+        first: dict[str, NodeProgress] = {}  # the records of the nodes this write claims
 
-            def claim_and_report(draft: Draft) -> None:
-                # one write: the slots in the ledger, and the summary that counts them. The
-                # step's checks took time (etcd, health checks): a node another plan took
-                # meanwhile is left to it, as seen now, just before the write
-                held = planner.held_elsewhere(self.name, self.plans(), [selected[n] for n in start])
-                first.clear()
-                free = [name for name in start if name not in held]
-                give_back(draft)
+        def hand_over_and_report(draft: Draft) -> None:
+            # One write: the finished nodes' slots given back, then the slots claimed (a node
+            # given back may be claimed again by the same write), and the summary that counts
+            # them. The step's checks took time (etcd, health checks): a node another plan
+            # took meanwhile is left to it, as seen now, just before the write.
+            for name, finishing in handing_back.items():
+                _release(draft, name, expected=finishing.record)
+            first.clear()
+            if start:
+                taken = planner.held_elsewhere(
+                    self.name, self.plans(), [selected[n] for n in start]
+                )
+                free = [name for name in start if name not in taken]
                 self._claim(draft, free, spec, policy, now, selected, first)
-                report(draft)
+            report(draft)
 
-            self._read_ahead_of_cordon([selected[name] for name in start])
-            try:
-                await self.store.commit(claim_and_report, nodes=list(handing_back))
-            except BaseException:
-                for name in start:
-                    self._drop_read_ahead(name)
-                raise
-            finally:
-                self._settle(handing_back)
+        self._read_ahead_of_cordon([selected[name] for name in start])
+        try:
+            await self.store.commit(hand_over_and_report, nodes=list(handing_back))
+        except BaseException:
             for name in start:
-                if name not in first:
-                    self._drop_read_ahead(name)
-            for record in first.values():
-                # with the cordon (the same write) or on its own within DEFER_S; a slot whose
-                # record never arrived is given back by the resumed worker, the node untouched
-                self.store.stage(functools.partial(_put, record=record), record)
-            for name in first:
-                self._spawn(name, resumed=False)
-            # in the background: a step must not wait on Events while slots are free
-            self._announce_soon(
-                [
-                    (NodeProgress(name=name, phase="Pending"), claimed)
-                    for name in first
-                    if (claimed := self._progress(name)) is not None
-                    and claimed.phase == "Cordoning"
-                ]
-            )
-        else:
-
-            def give_back_and_report(draft: Draft) -> None:
-                give_back(draft)
-                report(draft)
-
-            try:
-                await self.store.commit(give_back_and_report, nodes=list(handing_back))
-            finally:
-                self._settle(handing_back)
+                self._drop_read_ahead(name)
+            raise
+        finally:
+            self._settle(handing_back)
+        for name in start:
+            if name not in first:
+                self._drop_read_ahead(name)
+        for record in first.values():
+            # with the cordon (the same write) or on its own within DEFER_S; a slot whose
+            # record never arrived is given back by the resumed worker, the node untouched
+            self.store.stage(functools.partial(_put, record=record), record)
+        for name in first:
+            self._spawn(name, resumed=False)
+        # in the background: a step must not wait on Events while slots are free
+        self._announce_soon(
+            [
+                (NodeProgress(name=name, phase="Pending"), claimed)
+                for name in first
+                if (claimed := self._progress(name)) is not None and claimed.phase == "Cordoning"
+            ]
+        )
         for name in self.store.summary.in_flight:
             self._spawn(name, resumed=True)  # only where no worker runs (one failed)
         self._last_error = None
