@@ -173,6 +173,49 @@ async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write(
     assert store.records["a"].phase == "Draining", "the next write starts from what the Node has"
 
 
+@contextlib.contextmanager
+def status_reply_lost(kube: FakeKube) -> Iterator[None]:
+    """Status writes land, but their replies are lost."""
+    stores = kube.patch_plan_status
+
+    async def lose_reply(name: str, status: dict[str, Any], rv: str) -> str:
+        await stores(name, status, rv)
+        raise KubeApiError(0, "connection reset after the request was sent")
+
+    kube.patch_plan_status = lose_reply  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        kube.patch_plan_status = stores  # type: ignore[method-assign]
+
+
+async def test_a_status_whose_reply_was_lost_is_read_back_before_the_next_write() -> None:
+    # The lost write gave a's slot back. A change that, applied to the copy in memory (which
+    # still has a in flight), changes nothing must not be taken for stored: a is claimed
+    # again, and the ledger must say so before a is cordoned.
+    kube = with_nodes("a", "b")
+    store = StatusStore(kube, "p")
+    await store.load()
+    await store.commit(claim("b"))
+    await store.commit(claim("a"))
+
+    def give_back(draft: Draft) -> None:
+        draft.in_flight.remove("a")
+
+    with status_reply_lost(kube), pytest.raises(KubeApiError):
+        await store.commit(give_back)
+    assert kube.plan["status"]["inFlight"] == ["b"]
+
+    def give_back_and_claim_again(draft: Draft) -> None:
+        if "a" in draft.in_flight:
+            draft.in_flight.remove("a")
+        draft.in_flight.append("a")
+
+    status = await store.commit(give_back_and_claim_again)
+    assert status.in_flight == ["b", "a"]
+    assert kube.plan["status"]["inFlight"] == ["b", "a"], "stored, not only in memory"
+
+
 def move(name: str, before: str, after: str):  # type: ignore[no-untyped-def]
     return becomes(before, NodeProgress(name=name, phase=after))
 

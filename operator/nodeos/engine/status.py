@@ -125,6 +125,9 @@ class StatusStore:
         # Records whose last write failed: it may have landed all the same (a lost reply), so
         # the next write reads them back first
         self._unsure: set[str] = set()
+        # a status write failed, and may have landed all the same: the summary in memory is
+        # in doubt, and is read again before the next write compares anything with it
+        self._status_unsure = False
         # Records in memory that are not on their Nodes yet (moved from an earlier version's
         # status list); the next write stores them
         self._unwritten: set[str] = set()
@@ -170,6 +173,7 @@ class StatusStore:
         self.records = dict(sorted(merged.items()))
         self._unwritten = set(merged) - set(on_nodes)
         self.summary = stored.model_copy(update={"nodes": []})
+        self._status_unsure = False
         self._drop_stale()
         return body
 
@@ -198,6 +202,7 @@ class StatusStore:
         """Reads the plan's status again (after a conflict); the records stay as they are."""
         stored = self._read_plan(await self.kube.get_plan(self.name))
         self.summary = stored.model_copy(update={"nodes": []})
+        self._status_unsure = False
 
     def _read_plan(self, body: dict[str, Any]) -> UpgradePlanStatus:
         self.uid = str(body["metadata"].get("uid") or "")
@@ -399,6 +404,8 @@ class StatusStore:
     async def _write(self, mutations: list[Mutation]) -> UpgradePlanStatus:
         if self._unsure:
             await self._reread_unsure()
+        if self._status_unsure:
+            await self.reload_status()
         for _ in range(_MAX_CONFLICTS):
             draft = Draft(self.summary, self.records)
             for mutate in mutations:
@@ -421,6 +428,9 @@ class StatusStore:
                 except ConflictError:
                     await self.reload_status()
                     continue
+                except BaseException:
+                    self._status_unsure = True
+                    raise
                 self.writes += 1
                 self._legacy_list = False
             self.summary = summary
