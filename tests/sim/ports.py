@@ -387,7 +387,12 @@ class SimOsApi:
         self._reply(node.name, await self._call(node.name, mutating=False))
         return []
 
+    def _sending(self, node: str) -> None:
+        sim = self.world.nodes[node]
+        sim.cordoned_when_sent = sim.unschedulable
+
     async def install(self, node: NodeTarget, image: str, api: str = "Auto") -> InstallOutcome:
+        self._sending(node.name)
         fate = await self._call(node.name, mutating=True, method="install")
         sim = self.world.nodes[node.name]
         if sim.install_fails:
@@ -398,6 +403,7 @@ class SimOsApi:
         return InstallOutcome(api="Lifecycle", reboots_itself=False)
 
     async def reboot(self, node: NodeTarget, mode: str = "Default") -> None:
+        self._sending(node.name)
         fate = await self._call(node.name, mutating=True, method="reboot")
         self.world.reboot(node.name, by=self.by)
         self._reply(node.name, fate)

@@ -402,6 +402,22 @@ def test_seed_36_a_slot_given_back_and_claimed_again_in_one_write_stays_claimed(
     assert_clean(simulate(generate(36)))
 
 
+def test_seed_546_a_lost_reply_to_a_release_never_lets_a_reclaim_go_unwritten() -> None:
+    """A worker's release was stored but its reply lost; the step then gave the slot back and
+    claimed it again in one write, which compared with the stale copy changed nothing and was
+    not written, so the node was cordoned with no slot in the stored ledger. (Seed-based: the
+    generator and the engine's OS API calls as of this test.)"""
+    assert_clean(simulate(generate(546)))
+
+
+def test_seed_607_an_install_sent_while_cordoned_is_not_charged_for_an_uncordon_in_flight() -> None:
+    """A person lifted their own cordon while the engine's install travelled; the engine then
+    cordoned the node again before the reboot. (Seed-based, as above.)"""
+    report = simulate(generate(607))
+    assert_clean(report)
+    assert any("human-uncordon w-5" in " ".join(line.split()) for line in report.trace)
+
+
 # -- item 7: one error stopped the plan ------------------------------------------------------
 
 

@@ -43,6 +43,9 @@ class Node:
     ready: bool = True
     up: bool = True
     unschedulable: bool = False
+    # whether it was cordoned when the OS API call being served (install, reboot) was sent:
+    # a cordon lifted by someone else while the call travels is not the engine's doing
+    cordoned_when_sent: bool = False
     annotations: dict[str, str] = field(default_factory=dict)
     uid: str = ""
     # faults
