@@ -36,6 +36,7 @@ A monitor that cannot keep watching fails the test: ``__exit__`` raises.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import threading
 import time
@@ -114,7 +115,6 @@ class InvariantMonitor:
     _heard: dict[str, float] = field(default_factory=dict)  # kind -> when its last event came
     _samples: list[tuple[float, float, int]] = field(default_factory=list)  # sent, answered, rv
     _journal_read: int = 0  # bytes of the journal checked
-    _journal_threads: list[threading.Thread] = field(default_factory=list)
     _sampler_api: client.ApiClient | None = None
     _external_at: float = 0.0
     _entered_at: float = 0.0
@@ -163,7 +163,6 @@ class InvariantMonitor:
                 thread = threading.Thread(target=target, args=args, daemon=True)
                 thread.start()
                 self._threads.append(thread)
-                self._journal_threads.append(thread)
         for started in ready:
             if not started.wait(30):
                 raise AssertionError(f"the invariant monitor could not start: {self.errors}")
@@ -182,7 +181,9 @@ class InvariantMonitor:
         self._stop.set()
         for stream in self._watches:
             stream.stop()
-        for thread in self._journal_threads:
+            _unblock(stream)
+        for thread in self._threads:
+            # every thread ends here: none lives on into the next test with its connections
             thread.join(timeout=10)
         if self._sampler_api is not None:
             self._sampler_api.close()
@@ -530,6 +531,14 @@ class InvariantMonitor:
 
 class _GoneError(Exception):
     """The watch answered 410: the version asked for is no longer served."""
+
+
+def _unblock(stream: watch.Watch) -> None:
+    """Ends a watch's blocking read from outside its thread: its socket is shut for reading."""
+    response = getattr(stream, "_resp", None)
+    if response is not None:
+        with contextlib.suppress(Exception):  # released meanwhile, or never a socket
+            response.shutdown()
 
 
 def _version(obj: Any) -> str | None:
