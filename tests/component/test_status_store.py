@@ -143,19 +143,19 @@ async def test_a_failed_record_write_keeps_the_stored_record_and_reports_the_err
 
 
 @contextlib.contextmanager
-def replies_lost(kube: FakeKube) -> Iterator[None]:
-    """Node writes land, but their replies are lost."""
-    stores = kube.annotate_node
+def replies_lost(kube: FakeKube, method: str = "annotate_node") -> Iterator[None]:
+    """The writes ``method`` makes (Node writes unless told) land, but their replies are lost."""
+    stores = getattr(kube, method)
 
-    async def lose_reply(node: str, key: str, value: str | None) -> None:
-        await stores(node, key, value)
+    async def lose_reply(*args: Any) -> Any:
+        await stores(*args)
         raise KubeApiError(0, "connection reset after the request was sent")
 
-    kube.annotate_node = lose_reply  # type: ignore[method-assign]
+    setattr(kube, method, lose_reply)
     try:
         yield
     finally:
-        kube.annotate_node = stores  # type: ignore[method-assign]
+        setattr(kube, method, stores)
 
 
 async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write() -> None:
@@ -173,22 +173,6 @@ async def test_a_record_whose_reply_was_lost_is_read_back_before_the_next_write(
     assert store.records["a"].phase == "Draining", "the next write starts from what the Node has"
 
 
-@contextlib.contextmanager
-def status_reply_lost(kube: FakeKube) -> Iterator[None]:
-    """Status writes land, but their replies are lost."""
-    stores = kube.patch_plan_status
-
-    async def lose_reply(name: str, status: dict[str, Any], rv: str) -> str:
-        await stores(name, status, rv)
-        raise KubeApiError(0, "connection reset after the request was sent")
-
-    kube.patch_plan_status = lose_reply  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        kube.patch_plan_status = stores  # type: ignore[method-assign]
-
-
 async def test_a_status_whose_reply_was_lost_is_read_back_before_the_next_write() -> None:
     # The lost write gave a's slot back. A change that, applied to the copy in memory (which
     # still has a in flight), changes nothing must not be taken for stored: a is claimed
@@ -202,7 +186,7 @@ async def test_a_status_whose_reply_was_lost_is_read_back_before_the_next_write(
     def give_back(draft: Draft) -> None:
         draft.in_flight.remove("a")
 
-    with status_reply_lost(kube), pytest.raises(KubeApiError):
+    with replies_lost(kube, "patch_plan_status"), pytest.raises(KubeApiError):
         await store.commit(give_back)
     assert kube.plan["status"]["inFlight"] == ["b"]
 
