@@ -246,10 +246,12 @@ class Checker:
 
     def _on_disruption(self, world: World, name: str, what: str) -> None:
         node = world.nodes[name]
-        if not node.unschedulable and not node.cordoned_when_sent:
-            # (uncordoned by someone else while the call travelled: the engine's check came
-            # first; it must cordon again before the next disruption, checked there)
-            self.fail(world, f"{what} of {name}, which was not cordoned when it was sent")
+        # excused only when someone other than this plan lifted the cordon while the call
+        # travelled: the engine's check came first; it must cordon again before the next
+        # disruption, which is checked there
+        lifted_in_flight = node.cordoned_when_sent and node.uncordoned_by != self.plan
+        if not node.unschedulable and not lifted_in_flight:
+            self.fail(world, f"{what} of {name}, which is not cordoned")
         policy = (self._spec(world).get("drain") or {}).get("onTimeout", "Fail")
         left = [p.name for p in world.pods_on(name) if not p.terminating and not p.daemon_set]
         if left and policy == "Fail":

@@ -46,6 +46,7 @@ class Node:
     # whether it was cordoned when the OS API call being served (install, reboot) was sent:
     # a cordon lifted by someone else while the call travels is not the engine's doing
     cordoned_when_sent: bool = False
+    uncordoned_by: str = ""  # who lifted the last cordon (a plan's name, or someone else)
     annotations: dict[str, str] = field(default_factory=dict)
     uid: str = ""
     # faults
@@ -338,6 +339,7 @@ class World:
     def uncordon(self, name: str, who: str) -> None:
         node = self.nodes[name]
         node.unschedulable = False
+        node.uncordoned_by = who
         node.annotations.pop(CORDONED_BY_ANNOTATION, None)
         self.record("uncordon", name, who)
 
