@@ -17,6 +17,10 @@ The fake nodes heartbeat (renew their Leases) at the rate of a 200-node cluster 
 It writes the figures as JSON and an SVG (nodes in flight and done over time, and each node's
 phases) to ``--out`` (default ``bench-results/``).
 
+``--floor`` runs ``benchmarks/floor.py`` on the same fleet instead of the operator: the bare
+calls an upgrade needs, with no safety at all, as the same ServiceAccount, so its wall time,
+latency, requests and CPU are this machine's floor for the operator's (``floor-*.json``).
+
 Usage: .venv/bin/python benchmarks/rollout.py --workers 17 --control-planes 3 --max-unavailable 2
 Run by hand; it is not part of the test suite.
 """
@@ -99,7 +103,14 @@ def main() -> int:
         help="sample the operator with py-spy during the rollout; write its raw stacks here and "
         "print the functions that used the most CPU",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="run the bare floor rollout (benchmarks/floor.py) instead of the operator",
+    )
     args = parser.parse_args()
+    if args.floor and (args.pods_per_worker or args.profile):
+        parser.error("--floor runs no workload and no profiler")
     paths = toolchain.ensure_built()
     workdir = Path(tempfile.mkdtemp(prefix="nodeos-bench-"))
     lease_s = args.node_lease_seconds or _lease_seconds(args.control_planes + args.workers)
@@ -149,6 +160,8 @@ def main() -> int:
                 print(f"[bench] simulated nodes ready: {ready}/{total}", flush=True)
                 last_shown = time.monotonic()
             time.sleep(0.5)
+        if args.floor:
+            return _run_floor(args, sandbox, workdir, operator_kubeconfig, sim, children, lease_s)
         if args.pods_per_worker:
             _deploy_workload(api, args.workers * args.pods_per_worker)
         metrics_port = processes.free_port()
@@ -324,6 +337,147 @@ def main() -> int:
             processes.stop(child)
         sandbox.stop()
         cluster.remove_workdir(workdir)
+
+
+def _run_floor(
+    args: argparse.Namespace,
+    sandbox: cluster.Sandbox,
+    workdir: Path,
+    kubeconfig: Path,
+    sim: processes.Child,
+    children: list[processes.Child],
+    lease_s: int,
+) -> int:
+    """Runs ``floor.py`` on the ready fleet as the operator's ServiceAccount; prints figures."""
+    total = args.control_planes + args.workers
+    figures_path = workdir / "floor" / "figures.json"
+    progress_path = figures_path.with_name("progress.json")
+    watched = {"simulator": sim.pid, **{c.name: c.pid for c in sandbox.children}}
+    process_cpu_before = {name: _cpu_seconds(pid) for name, pid in watched.items()}
+    started = time.monotonic()
+    started_at = datetime.datetime.now(datetime.UTC)
+    floor = processes.start(
+        "floor",
+        [
+            sys.executable,
+            str(Path(__file__).with_name("floor.py")),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--talosconfig",
+            str(workdir / "sim" / "talosconfig"),
+            "--out",
+            str(figures_path),
+            "--target",
+            TARGET,
+            "--max-unavailable",
+            str(args.max_unavailable),
+            "--reboot-seconds",
+            str(args.reboot_seconds),
+        ],
+        workdir / "floor.log",
+    )
+    children.append(floor)
+    samples: list[tuple[float, int, int]] = []
+    last_shown = 0.0
+    while floor.alive():
+        if args.give_up_after is not None and time.monotonic() - started > args.give_up_after:
+            print(f"[bench] gave up after {args.give_up_after:.0f} s", flush=True)
+            processes.stop(floor)
+            break
+        try:
+            seconds, in_flight, done = json.loads(progress_path.read_text())
+            samples.append((seconds, in_flight, done))
+        except (OSError, ValueError):
+            pass  # not started yet
+        if samples and samples[-1][0] - last_shown >= 5:
+            last_shown = samples[-1][0]
+            print(
+                f"[bench] floor {last_shown:6.1f} s: {samples[-1][2]}/{total} done, "
+                f"{samples[-1][1]} in flight",
+                flush=True,
+            )
+        time.sleep(0.25)
+    ended_at = datetime.datetime.now(datetime.UTC)
+    if not figures_path.exists():
+        print(f"[bench] the floor wrote no figures; its log:\n{floor.log.read_text()[-4000:]}")
+        return 1
+    result = json.loads(figures_path.read_text())
+    wall = result["wall_s"]
+    process_cpu = {
+        name: round(_cpu_seconds(pid) - process_cpu_before[name], 1)
+        for name, pid in watched.items()
+    }
+    process_cpu["floor"] = round(result["cpu_s"], 1)
+    machine_cpu_s = (time.monotonic() - started) * (os.cpu_count() or 1)
+    batches = args.control_planes + math.ceil(args.workers / args.max_unavailable)
+    ideal = batches * args.reboot_seconds
+    handovers = sorted(result["handovers_s"])
+    polls = result["boot_polls"]
+    time.sleep(2)  # the API server writes its audit log in batches
+    audit, _ = _audit_figures(sandbox.audit_log, started_at, ended_at, total)
+    spans = [p["uncordon"] - p["started"] for p in result["phases"].values() if "uncordon" in p]
+    figures = {
+        "run": "floor (benchmarks/floor.py: bare calls, no safety)",
+        "nodes": total,
+        "nodes_done": result["done"],
+        "maxUnavailable": args.max_unavailable,
+        "wall_s": round(wall, 1),
+        "simulated_node_time_s (reboot)": args.reboot_seconds,
+        "node_lease_s (renewed every quarter)": lease_s,
+        "ideal_s (batches x node time)": round(ideal, 1),
+        "measured_mean_node_time_s (cordon->done)": round(sum(spans) / max(1, len(spans)), 2),
+        "overhead_ratio (wall / ideal)": round(wall / ideal, 3),
+        "transition_latency_s (exact, per slot)": {
+            "count": len(handovers),
+            "p50": _quantile(handovers, 0.5),
+            "p99": _quantile(handovers, 0.99),
+            "max": round(handovers[-1], 3) if handovers else None,
+        },
+        "boot_id_reads_after_reboot_per_node": round(sum(polls) / max(1, len(polls)), 2),
+        "floor_requests (audit log)": audit,
+        "floor_cpu_s": round(result["cpu_s"], 1),
+        "floor_cpu_ms_per_node": round(1000 * result["cpu_s"] / total, 1),
+        "cpu_s_by_process": process_cpu,
+        "machine_share_by_process_pct": {
+            name: round(100 * seconds / machine_cpu_s, 1) for name, seconds in process_cpu.items()
+        },
+    }
+    print(json.dumps(figures, indent=2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"floor-{total}-{started_at:%Y%m%dT%H%M%SZ}"
+    stem.with_suffix(".json").write_text(
+        json.dumps({**figures, "samples": samples, "phases": result["phases"]}, indent=1)
+    )
+    timeline = _floor_timeline(result["phases"])
+    stem.with_suffix(".svg").write_text(_plot(samples, timeline, wall, total))
+    print(f"written: {stem}.json, {stem}.svg")
+    return 0 if result["done"] == total else 1
+
+
+# the floor's steps, as the phases the plot colours (each phase starts when the step before ends)
+_FLOOR_PHASES = (
+    ("started", "Cordoning"),
+    ("cordon", "Upgrading"),
+    ("reboot", "Rebooting"),
+    ("back", "Verifying"),
+    ("version", "Uncordoning"),
+    ("uncordon", "Done"),
+)
+
+
+def _floor_timeline(phases: dict[str, dict[str, float]]) -> dict[str, list[tuple[float, str]]]:
+    """Each node's phases in the plot's terms, from the floor's step times."""
+    return {
+        name: [(steps[step], phase) for step, phase in _FLOOR_PHASES if step in steps]
+        for name, steps in phases.items()
+    }
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    """The nearest-rank quantile of sorted ``values``."""
+    if not values:
+        return None
+    return round(values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))], 3)
 
 
 def _operator_kubeconfig(api: client.ApiClient, admin: Path, workdir: Path) -> Path:
