@@ -20,8 +20,10 @@ from nodeos.sandbox import cluster, toolchain
 _FIGURES: list[str] = []
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own hook for unraisable exceptions is set
 def pytest_configure(config: pytest.Config) -> None:
     sockets.trace()  # before any fixture opens a connection
+    sockets.name_makers_of_unraisable()
 
 
 @pytest.fixture(scope="session")

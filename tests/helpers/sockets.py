@@ -5,6 +5,8 @@ another test, and the warning names the socket, not its maker. ``trace`` records
 every TLS socket the process wraps, by local port (a few hundred a run, about 0.1 ms each);
 ``collect_and_check`` runs the collector and turns each socket it found open into an error
 that carries that stack. Any other warning raised meanwhile is raised again as it came.
+``name_makers_of_unraisable`` does the same for a socket freed outside any test (pytest
+reports it as an unraisable exception at the end of the session, naming only the socket).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import gc
 import re
 import ssl
+import sys
 import threading
 import traceback
 import warnings
+from types import SimpleNamespace
 from typing import Any
 
 _MADE: dict[int, str] = {}  # local port -> where the last socket bound to it was made
@@ -42,6 +46,29 @@ def trace() -> None:
         return wrapped
 
     ssl.SSLContext.wrap_socket = wrap_socket  # type: ignore[method-assign]
+
+
+def name_makers_of_unraisable() -> None:
+    """Adds the maker's stack to an unraisable exception about a traced socket, then passes it on.
+
+    Wraps the hook in place when called (pytest's, once it is configured).
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        described = repr(unraisable.object)
+        if "SSLSocket" in described:
+            said = unraisable.err_msg or "Exception ignored in"
+            unraisable = SimpleNamespace(
+                exc_type=unraisable.exc_type,
+                exc_value=unraisable.exc_value,
+                exc_traceback=unraisable.exc_traceback,
+                err_msg=f"{said} a socket made in {_origin(described)}\n",
+                object=unraisable.object,
+            )
+        previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def _origin(message: str) -> str:

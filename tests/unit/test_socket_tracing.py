@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -59,3 +61,48 @@ def test_a_socket_left_open_is_reported_with_the_stack_that_made_it(tmp_path: Pa
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+def test_a_socket_freed_outside_a_test_is_reported_with_the_stack_that_made_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener, server, client = _tls_server(tmp_path)
+    accepted: list[ssl.SSLSocket] = []
+    seen: list[Any] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        accepted.append(server.wrap_socket(conn, server_side=True))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    try:
+        sockets.trace()
+        sockets.name_makers_of_unraisable()
+        made = open_and_keep(client, listener.getsockname()[1])
+        thread.join(10)
+        sys.unraisablehook(
+            SimpleNamespace(
+                exc_type=ResourceWarning,
+                exc_value=ResourceWarning(f"unclosed {made!r}"),
+                exc_traceback=None,
+                err_msg=None,
+                object=made,
+            )
+        )
+        made.close()
+        assert len(seen) == 1
+        assert seen[0].object is made
+        assert "in open_and_keep" in seen[0].err_msg, seen[0].err_msg
+    finally:
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def open_and_keep(client: ssl.SSLContext, port: int) -> ssl.SSLSocket:
+    """Connects and returns the socket."""
+    return client.wrap_socket(
+        socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1"
+    )
