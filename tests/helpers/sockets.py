@@ -2,7 +2,9 @@
 
 A socket dropped unclosed raises a ResourceWarning only when the collector frees it, often in
 another test, and the warning names the socket, not its maker. ``trace`` records the stack of
-every TLS socket the process wraps, by local port (a few hundred a run, about 0.1 ms each);
+every TLS socket the process wraps, by file descriptor and by local port (a few hundred a
+run, about 0.1 ms each): a socket left open keeps its descriptor until it is freed, so no
+later socket has taken it (the port is the fallback for a message that shows no descriptor);
 ``collect_and_check`` runs the collector and turns each socket it found open into an error
 that carries that stack. Any other warning raised meanwhile is raised again as it came.
 ``name_makers_of_unraisable`` does the same for a socket freed outside any test (pytest
@@ -21,9 +23,11 @@ import warnings
 from types import SimpleNamespace
 from typing import Any
 
-_MADE: dict[int, str] = {}  # local port -> where the last socket bound to it was made
+_BY_FD: dict[int, str] = {}  # file descriptor -> where the last socket on it was made
+_BY_PORT: dict[int, str] = {}  # local port -> where the last socket bound to it was made
 _LOCK = threading.Lock()
 _original_wrap = ssl.SSLContext.wrap_socket
+_DESCRIPTOR = re.compile(r"SSLSocket fd=(\d+)")
 _LOCAL_PORT = re.compile(r"laddr=\('[^']*', (\d+)")
 
 
@@ -34,15 +38,17 @@ def trace() -> None:
 
     def wrap_socket(self: ssl.SSLContext, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         wrapped = _original_wrap(self, sock, *args, **kwargs)
-        try:
-            port = int(wrapped.getsockname()[1])
-        except OSError:
-            return wrapped
         made = f"thread {threading.current_thread().name}\n" + "".join(
             traceback.format_stack(limit=30)[:-1]
         )
+        try:
+            port: int | None = int(wrapped.getsockname()[1])
+        except OSError:
+            port = None
         with _LOCK:
-            _MADE[port] = made
+            _BY_FD[wrapped.fileno()] = made
+            if port:
+                _BY_PORT[port] = made
         return wrapped
 
     ssl.SSLContext.wrap_socket = wrap_socket  # type: ignore[method-assign]
@@ -72,13 +78,15 @@ def name_makers_of_unraisable() -> None:
 
 
 def _origin(message: str) -> str:
-    """Where the socket the warning names was made (its fd is closed by now: read its port)."""
-    found = _LOCAL_PORT.search(message)
-    if found is None:
-        return "(no local address: not a traced socket)"
-    port = int(found.group(1))
+    """Where the socket the message names was made: by its descriptor, else its local port."""
+    descriptor = _DESCRIPTOR.search(message)
+    port = _LOCAL_PORT.search(message)
     with _LOCK:
-        return _MADE.get(port, f"(no TLS socket was made on port {port} since tracing began)")
+        if descriptor is not None and int(descriptor.group(1)) in _BY_FD:
+            return _BY_FD[int(descriptor.group(1))]
+        if port is not None and int(port.group(1)) in _BY_PORT:
+            return _BY_PORT[int(port.group(1))]
+    return f"(not a TLS socket made since tracing began: {message})"
 
 
 def collect_and_check() -> None:
