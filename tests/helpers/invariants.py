@@ -54,6 +54,7 @@ MARK = "nodeos.dev/cordoned-by"
 INSTALLS = ("machine.LifecycleService/Upgrade", "machine.MachineService/Upgrade")
 REBOOT = "machine.MachineService/Reboot"
 SAMPLE_S = 0.2  # how often the cluster's resourceVersion is sampled to place journal entries
+SAMPLE_TIMEOUT_S = 5.0  # the longest one sample may take (the monitor joins its threads for 10 s)
 QUIET_S = 2.0  # a watch with no event for this long has delivered everything before it
 PLACE_S = 30.0  # the longest a journal entry waits for its window's end and the watches
 EXTERNAL_GRACE_S = 2.0  # a change by someone else this recent may not have reached the plan
@@ -115,7 +116,6 @@ class InvariantMonitor:
     _heard: dict[str, float] = field(default_factory=dict)  # kind -> when its last event came
     _samples: list[tuple[float, float, int]] = field(default_factory=list)  # sent, answered, rv
     _journal_read: int = 0  # bytes of the journal checked
-    _sampler_api: client.ApiClient | None = None
     _external_at: float = 0.0
     _entered_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -156,11 +156,8 @@ class InvariantMonitor:
             thread.start()
             self._threads.append(thread)
         if self.journal is not None:
-            # the sampler's own connections, closed when the monitor stops (not left to the GC)
-            self._sampler_api = client.ApiClient(self.kube.configuration)
-            sampler = client.CoreV1Api(self._sampler_api)
-            for target, args in ((self._sample, (sampler,)), (self._tail, ())):
-                thread = threading.Thread(target=target, args=args, daemon=True)
+            for target in (self._sample, self._tail):
+                thread = threading.Thread(target=target, daemon=True)
                 thread.start()
                 self._threads.append(thread)
         for started in ready:
@@ -185,8 +182,6 @@ class InvariantMonitor:
         for thread in self._threads:
             # every thread ends here: none lives on into the next test with its connections
             thread.join(timeout=10)
-        if self._sampler_api is not None:
-            self._sampler_api.close()
         with self._lock:
             self._check_end()
         if self.errors:
@@ -268,16 +263,24 @@ class InvariantMonitor:
             self._heard[kind] = time.monotonic()
         return str(version)
 
-    def _sample(self, core: client.CoreV1Api) -> None:
-        """Reads the cluster's current resourceVersion every ``SAMPLE_S`` (a consistent list)."""
-        while not self._stop.wait(SAMPLE_S):
-            sent = time.time()
-            try:
-                version = core.list_namespace(limit=1).metadata.resource_version
-            except Exception:  # the API server restarting: the windows just grow
-                continue
-            with self._lock:
-                self._samples.append((sent, time.time(), int(version)))
+    def _sample(self) -> None:
+        """Reads the cluster's current resourceVersion every ``SAMPLE_S`` (a consistent list).
+
+        With a client of its own, opened and closed in this thread after its last request, and
+        a deadline on every request: a read in flight when the monitor stops (an API server
+        waiting on a restarting etcd) neither outlives the monitor for long nor leaves its
+        connection to the collector, which found one open in a later test.
+        """
+        with client.ApiClient(self.kube.configuration) as api:
+            core = client.CoreV1Api(api)
+            while not self._stop.wait(SAMPLE_S):
+                sent = time.time()
+                try:
+                    listed = core.list_namespace(limit=1, _request_timeout=SAMPLE_TIMEOUT_S)
+                except Exception:  # the API server restarting: the windows just grow
+                    continue
+                with self._lock:
+                    self._samples.append((sent, time.time(), int(listed.metadata.resource_version)))
 
     def _tail(self) -> None:
         assert self.journal is not None
