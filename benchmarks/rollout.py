@@ -274,8 +274,7 @@ def main() -> int:
         }
         machine_cpu_s = wall * (os.cpu_count() or 1)
         phase = plan["status"]["phase"]
-        batches = args.control_planes + math.ceil(args.workers / args.max_unavailable)
-        ideal = batches * args.reboot_seconds
+        ideal = _ideal_seconds(args)
         mean_node = _metric(metrics_port, "nodeos_node_upgrade_duration_seconds_sum") / max(
             1.0, _metric(metrics_port, "nodeos_node_upgrade_duration_seconds_count")
         )
@@ -409,8 +408,7 @@ def _run_floor(
     }
     process_cpu["floor"] = round(result["cpu_s"], 1)
     machine_cpu_s = (time.monotonic() - started) * (os.cpu_count() or 1)
-    batches = args.control_planes + math.ceil(args.workers / args.max_unavailable)
-    ideal = batches * args.reboot_seconds
+    ideal = _ideal_seconds(args)
     handovers = sorted(result["handovers_s"])
     polls = result["boot_polls"]
     time.sleep(2)  # the API server writes its audit log in batches
@@ -471,6 +469,12 @@ def _floor_timeline(phases: dict[str, dict[str, float]]) -> dict[str, list[tuple
         name: [(steps[step], phase) for step, phase in _FLOOR_PHASES if step in steps]
         for name, steps in phases.items()
     }
+
+
+def _ideal_seconds(args: argparse.Namespace) -> float:
+    """Control planes one at a time, then the workers in batches, each one node's reboot."""
+    batches = args.control_planes + math.ceil(args.workers / args.max_unavailable)
+    return float(batches * args.reboot_seconds)
 
 
 def _quantile(values: list[float], q: float) -> float | None:

@@ -55,11 +55,8 @@ def sandbox(
 
 @pytest.fixture(scope="session")
 def kube(sandbox: cluster.Sandbox) -> Iterator[client.ApiClient]:
-    """The sandbox admin's client; its pooled connections are closed when the session ends.
-
-    Not closed, a connection it kept was dropped unclosed at the end of some sessions after an
-    API server restart (3 of 38 runs of the chaos test), which pytest reports as an error.
-    """
+    """The sandbox admin's client; its pooled connections are closed when the session ends,
+    not left to the collector (which warns of each one it finds open)."""
     api = config.new_client_from_config(config_file=str(sandbox.kubeconfig))
     try:
         yield api
