@@ -91,7 +91,10 @@ async def serve(options: Options, stop: asyncio.Event) -> None:
             for node in fleet.nodes.values()
         },
     }
-    (options.workdir / INFO_FILE).write_text(json.dumps(info, indent=2))
+    # written whole then renamed: whoever polls for the file never reads half of it
+    staged = options.workdir / f".{INFO_FILE}.tmp"
+    staged.write_text(json.dumps(info, indent=2))
+    staged.replace(options.workdir / INFO_FILE)
     print(
         f"[simulator] {len(fleet.nodes)} nodes on {simulator.endpoint} running {options.version}; "
         f"talosconfig: {admin}",
