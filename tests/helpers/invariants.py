@@ -127,31 +127,26 @@ class InvariantMonitor:
 
     def __enter__(self) -> InvariantMonitor:
         self._entered_at = time.monotonic()
-        core = client.CoreV1Api(self.kube)
-        policy = client.PolicyV1Api(self.kube)
-        custom = client.CustomObjectsApi(self.kube)
-
-        def plans(**kwargs: Any) -> Any:
-            return custom.list_cluster_custom_object(
-                "nodeos.dev", "v1alpha1", "upgradeplans", **kwargs
-            )
-
-        sources: list[tuple[str, Callable[..., Any], Callable[[str, Any], None]]] = [
-            ("Node", core.list_node, self._on_node),
-            ("Pod", core.list_pod_for_all_namespaces, self._on_pod),
+        sources: list[tuple[str, Callable[[client.ApiClient], Callable[..., Any]], Any]] = [
+            ("Node", lambda api: client.CoreV1Api(api).list_node, self._on_node),
+            (
+                "Pod",
+                lambda api: client.CoreV1Api(api).list_pod_for_all_namespaces,
+                self._on_pod,
+            ),
             (
                 "PodDisruptionBudget",
-                policy.list_pod_disruption_budget_for_all_namespaces,
+                lambda api: client.PolicyV1Api(api).list_pod_disruption_budget_for_all_namespaces,
                 self._on_pdb,
             ),
-            ("UpgradePlan", plans, self._on_plan),
+            ("UpgradePlan", _plans_lister, self._on_plan),
         ]
         ready: list[threading.Event] = []
-        for kind, lister, handle in sources:
+        for kind, lister_of, handle in sources:
             started = threading.Event()
             ready.append(started)
             thread = threading.Thread(
-                target=self._follow, args=(kind, lister, handle, started), daemon=True
+                target=self._follow, args=(kind, lister_of, handle, started), daemon=True
             )
             thread.start()
             self._threads.append(thread)
@@ -194,7 +189,7 @@ class InvariantMonitor:
     def _follow(
         self,
         kind: str,
-        lister: Callable[..., Any],
+        lister_of: Callable[[client.ApiClient], Callable[..., Any]],
         handle: Callable[[str, Any], None],
         started: threading.Event,
     ) -> None:
@@ -203,7 +198,21 @@ class InvariantMonitor:
         A dropped connection (an API server restart) is resumed from the last version: nothing
         is missed. A 410 (the version is no longer served) is a gap: recorded in ``gaps``, then
         the state is listed afresh and checked. Unable to watch for a minute, the monitor dies.
+
+        Each watch has a client of its own, closed when the thread ends: a stream cut by an
+        API server restart never hands a half-used connection back to the test's client, and
+        none of its connections outlives the monitor.
         """
+        with client.ApiClient(self.kube.configuration) as api:
+            self._watch(kind, lister_of(api), handle, started)
+
+    def _watch(
+        self,
+        kind: str,
+        lister: Callable[..., Any],
+        handle: Callable[[str, Any], None],
+        started: threading.Event,
+    ) -> None:
         version: str | None = None
         failing_since: float | None = None
         while not self._stop.is_set():
@@ -507,10 +516,13 @@ class InvariantMonitor:
 
     def _unhealthy(self, pdb: Any) -> str:
         selector = pdb.spec.selector.match_labels or {}
-        core = client.CoreV1Api(self.kube)
         labels = ",".join(f"{k}={v}" for k, v in selector.items())
         notes = []
-        for pod in core.list_namespaced_pod(pdb.metadata.namespace, label_selector=labels).items:
+        with client.ApiClient(self.kube.configuration) as api:  # this thread's, closed here
+            listed = client.CoreV1Api(api).list_namespaced_pod(
+                pdb.metadata.namespace, label_selector=labels
+            )
+        for pod in listed.items:
             ready = any(
                 c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
             )
@@ -534,6 +546,15 @@ class InvariantMonitor:
 
 class _GoneError(Exception):
     """The watch answered 410: the version asked for is no longer served."""
+
+
+def _plans_lister(api: client.ApiClient) -> Callable[..., Any]:
+    custom = client.CustomObjectsApi(api)
+
+    def plans(**kwargs: Any) -> Any:
+        return custom.list_cluster_custom_object("nodeos.dev", "v1alpha1", "upgradeplans", **kwargs)
+
+    return plans
 
 
 def _unblock(stream: watch.Watch) -> None:
