@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
+from nodeos.adapters import http
 from nodeos.adapters.kube import KubeClient
 from nodeos.ports.kube import ConflictError, KubeApiError, NotFoundError
 
@@ -71,6 +72,45 @@ async def test_a_request_carries_the_token_the_query_and_times_as_rfc3339(
     listing = await kube.pods_on("n1")
     assert server.seen[-1][1] == "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1"
     assert listing.pods == []
+
+
+async def test_the_token_is_read_at_most_every_ttl_and_at_once_after_a_401(
+    served: tuple[_Server, KubeClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotated token is used once the cache ages or the API server refuses the old one."""
+    server, kube = served
+    configuration = kube.api.configuration
+    reads: list[str] = []
+
+    def refresh(config: client.Configuration) -> None:  # as a kubeconfig's loader does
+        reads.append(config.api_key["authorization"])
+
+    configuration.refresh_api_key_hook = refresh
+    clock = [1000.0]
+    monkeypatch.setattr(http.time, "monotonic", lambda: clock[0])
+    for _ in range(3):
+        await kube.annotate_node("n1", "nodeos.dev/x", "y")
+    assert len(reads) == 1, "read once within the TTL, not once a request"
+
+    configuration.api_key = {"authorization": "rotated"}
+    await kube.annotate_node("n1", "nodeos.dev/x", "y")
+    assert server.seen[-1][2]["Authorization"] == "Bearer a-token", "still the cached one"
+    clock[0] += http.AUTH_TTL_S
+    await kube.annotate_node("n1", "nodeos.dev/x", "y")
+    assert server.seen[-1][2]["Authorization"] == "Bearer rotated", "read again once it aged"
+
+    configuration.api_key = {"authorization": "renewed"}
+    server.answers = [(401, {"kind": "Status", "message": "Unauthorized"}), (200, {})]
+    await kube.annotate_node("n1", "nodeos.dev/x", "y")
+    assert [seen[2]["Authorization"] for seen in server.seen[-2:]] == [
+        "Bearer rotated",
+        "Bearer renewed",
+    ], "the refused request is sent once more with the token read afresh"
+
+    server.answers = [(401, {"kind": "Status", "message": "Unauthorized"})] * 2
+    with pytest.raises(KubeApiError, match="Unauthorized") as raised:
+        await kube.annotate_node("n1", "nodeos.dev/x", "y")
+    assert raised.value.status == 401, "a token refused twice is the caller's error"
 
 
 @pytest.mark.parametrize(

@@ -313,3 +313,54 @@ def test_a_plan_is_moved_by_what_the_planner_reads_of_nodes_it_selects_and_not_i
         before, node("w-1", ready=False), [], {"matchLabels": {"pool": "b"}}
     )
     assert planner.moves_plan(before, node("w-1", ready=False), [], None), "selector unknown"
+
+
+_VIEW = st.tuples(
+    st.sampled_from(["a", "b"]),  # pool: the selector takes "a"
+    st.booleans(),  # control plane
+    st.booleans(),  # ready
+    st.booleans(),  # cordoned
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.dictionaries(st.integers(0, 7), _VIEW, max_size=8),
+    rounds=st.lists(
+        st.dictionaries(st.integers(0, 9), st.one_of(st.none(), _VIEW), max_size=4),
+        max_size=4,
+    ),
+)
+def test_a_selection_carried_over_change_by_change_is_the_one_made_afresh(
+    first: dict[int, tuple[str, bool, bool, bool]],
+    rounds: list[dict[int, tuple[str, bool, bool, bool] | None]],
+) -> None:
+    selector: dict[str, object] = {"matchLabels": {"pool": "a"}}
+
+    def view(i: int, pool: str, cp: bool, ready: bool, cordoned: bool) -> NodeView:
+        labels = {"pool": pool} | ({CONTROL_PLANE_LABEL: ""} if cp else {})
+        return NodeView(f"n-{i}", labels, ready, cordoned, None, "Talos (v1.12.4)")
+
+    def selected(views: dict[str, NodeView]) -> dict[str, NodeView]:
+        return {name: v for name, v in views.items() if v.labels["pool"] == "a"}
+
+    views = {f"n-{i}": view(i, *state) for i, state in first.items()}
+    selection = planner.Selection.of(selected(views))
+    for changes in rounds:
+        for i, state in changes.items():
+            if state is None:
+                views.pop(f"n-{i}", None)
+            else:
+                views[f"n-{i}"] = view(i, *state)
+        kept_order = [name for name in selection.nodes if name in selected(views)]
+        selection = selection.updated(views, {f"n-{i}" for i in changes}, selector)
+        fresh = planner.Selection.of(selected(views))
+        assert selection.nodes == fresh.nodes
+        assert selection.unavailable == fresh.unavailable
+        assert sorted(n.name for n in selection.control_planes) == sorted(
+            n.name for n in fresh.control_planes
+        )
+        assert all(selection.nodes[n.name] is n for n in selection.control_planes), (
+            "the control planes as they are now"
+        )
+        assert list(selection.nodes)[: len(kept_order)] == kept_order, "a kept node keeps its place"

@@ -5,8 +5,14 @@ thousand nodes in flight the hand-offs between threads and urllib3's work per re
 more CPU than the requests themselves (about a third of the operator's CPU in a 1,000-node
 rollout). The engine's frequent requests go through one aiohttp session instead, made from the
 same configuration: host, CA (file or data), client certificate, verification and server name,
-proxy, and the bearer token, read through the configuration for every request, so a rotated
-service-account token or a refreshed exec credential is used as the official client would.
+proxy, and the bearer token, read through the configuration as the official client does.
+
+The token is read again at most every ``AUTH_TTL_S`` (as client-go re-reads a token file at most
+once a minute) and at once after a 401, when the request is sent again once with the fresh
+token: a rotated service-account token or a refreshed exec credential is used without a
+failed request. Read for every request, through a kubeconfig's loader (which sets the whole
+configuration again each time, proxies from the environment included), it was 2.3 % of the
+operator's CPU in a 1,000-node rollout.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -23,6 +30,8 @@ from kubernetes import client
 
 _TIMEOUT_S = 60.0  # no request of the engine's may hang: it ends as "no answer"
 _WHOLE_REQUEST = aiohttp.ClientTimeout(total=_TIMEOUT_S)
+AUTH_TTL_S = 10.0
+_UNAUTHORIZED = 401
 
 
 class JsonSession:
@@ -37,12 +46,27 @@ class JsonSession:
         )
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._auth: dict[str, str] = {}
+        self._auth_read_at: float | None = None  # time.monotonic() of the last read
 
     def auth(self) -> dict[str, str]:
-        """The Authorization header the configuration gives now, if any."""
-        setting: Any = self._config.auth_settings().get("BearerToken")
-        value = setting.get("value") if setting else None
-        return {"Authorization": str(value)} if value else {}
+        """The Authorization header, if any (a copy: the caller may add to it).
+
+        Read from the configuration at most every ``AUTH_TTL_S``.
+        """
+        now = time.monotonic()
+        if self._auth_read_at is None or now - self._auth_read_at >= AUTH_TTL_S:
+            setting: Any = self._config.auth_settings().get("BearerToken")
+            value = setting.get("value") if setting else None
+            self._auth = {"Authorization": str(value)} if value else {}
+            self._auth_read_at = now
+        return dict(self._auth)
+
+    def _unauthorized(self) -> bool:
+        """After a 401: whether the token had been read earlier; it is read afresh next time."""
+        cached = self._auth_read_at is not None
+        self._auth_read_at = None
+        return cached
 
     async def request(
         self,
@@ -52,20 +76,33 @@ class JsonSession:
         data: bytes | None,
         headers: dict[str, str],
     ) -> tuple[int, str, bytes]:
-        """Sends one request; returns its status, reason and body."""
-        async with self._send(method, path, query, headers, data=data) as response:
-            return response.status, response.reason or "", await response.read()
+        """Sends one request with the Authorization header; returns status, reason and body.
+
+        A 401 with a token read earlier sends it once more, with the token read afresh.
+        """
+        for attempt in range(2):
+            sent = {**headers, **self.auth()}
+            async with self._send(method, path, query, sent, data=data) as response:
+                status, reason = response.status, response.reason or ""
+                body = await response.read()
+            if status != _UNAUTHORIZED or not self._unauthorized() or attempt == 1:
+                break
+        return status, reason, body
 
     @contextlib.asynccontextmanager
     async def stream(
         self, path: str, query: dict[str, str], headers: dict[str, str], *, idle_s: float
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A GET whose body is read as it arrives (a watch).
+        """A GET with the Authorization header whose body is read as it arrives (a watch).
 
-        No deadline for the whole, but at most ``idle_s`` may pass between two reads.
+        No deadline for the whole, but at most ``idle_s`` may pass between two reads. After a
+        401 the token is read afresh for the next request (the watcher's retry).
         """
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=_TIMEOUT_S, sock_read=idle_s)
-        async with self._send("GET", path, query, headers, timeout=timeout) as response:
+        sent = {**headers, **self.auth()}
+        async with self._send("GET", path, query, sent, timeout=timeout) as response:
+            if response.status == _UNAUTHORIZED:
+                self._unauthorized()
             yield response
 
     async def close(self) -> None:

@@ -77,7 +77,7 @@ class NodeWatch:
         while True:
             query = {"limit": str(_PAGE)} | ({"continue": token} if token else {})
             status, reason, body = await self.http.request(
-                "GET", "/api/v1/nodes", query, None, _HEADERS | self.http.auth()
+                "GET", "/api/v1/nodes", query, None, dict(_HEADERS)
             )
             _check(status, reason, body)
             page = json.loads(body or b"{}")
@@ -95,8 +95,7 @@ class NodeWatch:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(_WATCH_S),
         }
-        headers = _HEADERS | self.http.auth()
-        async with self.http.stream("/api/v1/nodes", query, headers, idle_s=_IDLE_S) as response:
+        async with self.http.stream("/api/v1/nodes", query, _HEADERS, idle_s=_IDLE_S) as response:
             if not 200 <= response.status <= 299:
                 _check(response.status, response.reason or "", await response.read())
             lines = LineSplitter()

@@ -333,8 +333,8 @@ def outdated(record: NodeProgress, node: NodeView, spec: UpgradePlanSpec) -> boo
 class Selection:
     """The nodes a plan selects, with what the check before each cordon needs of them.
 
-    Made once per change of the nodes (``of``), so the checks before hundreds of cordons do
-    not each walk the whole fleet.
+    Made once (``of``), then carried over node by node as views change (``updated``), so
+    neither the checks before hundreds of cordons nor each step walk the whole fleet.
     """
 
     nodes: Mapping[str, NodeView]
@@ -348,6 +348,48 @@ class Selection:
             nodes=nodes,
             control_planes=tuple(n for n in nodes.values() if n.control_plane),
             unavailable=frozenset(n.name for n in nodes.values() if n.unavailable),
+        )
+
+    def updated(
+        self,
+        views: Mapping[str, NodeView],
+        changed: Collection[str],
+        selector: Mapping[str, object],
+    ) -> Selection:
+        """This selection once the nodes named ``changed`` became what ``views`` holds now.
+
+        A node absent from ``views`` was deleted. Equal to ``of`` the views ``selector``
+        matches, in less work when few of them changed. A node still selected keeps its place
+        in ``nodes``.
+        """
+        nodes = dict(self.nodes)
+        unavailable = set(self.unavailable)
+        planes_changed = False
+        for name in changed:
+            before = nodes.get(name)
+            after = views.get(name)
+            if after is not None and not matches(selector, after.labels):
+                after = None
+            if before is None and after is None:
+                continue
+            if after is None:
+                del nodes[name]
+            else:
+                nodes[name] = after
+            unavailable.discard(name)
+            if after is not None and after.unavailable:
+                unavailable.add(name)
+            planes_changed = planes_changed or any(
+                view is not None and view.control_plane for view in (before, after)
+            )
+        return Selection(
+            nodes=nodes,
+            control_planes=(
+                tuple(n for n in nodes.values() if n.control_plane)
+                if planes_changed
+                else self.control_planes
+            ),
+            unavailable=frozenset(unavailable),
         )
 
 

@@ -140,7 +140,7 @@ class PlanRollout:
         self.reader = PlanReader(body)
         self._event_budget = EventBudget()
         self._planning_s = 0.0  # time the current step spent in the planner (on the loop)
-        self._nodes_version = 0  # node views changed (node_moved)
+        self._moved: set[str] = set()  # nodes whose views changed since the last selection
         self._selection_cache: tuple[Mapping[str, NodeView], Any, planner.Selection] | None = None
         self._announcing: set[asyncio.Task[None]] = set()  # Events posted off the step's path
         self._policy_made: tuple[UpgradePlanSpec, RolloutPolicy] | None = None
@@ -776,7 +776,7 @@ class PlanRollout:
 
     def node_moved(self, name: str) -> None:
         """The node's view changed: a check of this node that waits for that runs again."""
-        self._nodes_version += 1
+        self._moved.add(name)
         moved = self._node_moved.get(name)
         if moved is not None:
             moved.set()
@@ -791,19 +791,25 @@ class PlanRollout:
         return planner.moves_plan(before, after, self.store.summary.in_flight, selector)
 
     def _selection(self, spec: UpgradePlanSpec) -> planner.Selection:
-        """The selected nodes, made again only when the nodes or the selector changed.
+        """The selected nodes, carried over with only the nodes that moved looked at again.
 
+        Made afresh when the selector changed.
         (The shell's view of the nodes is one dict kept current in place, whose changes are
-        counted by ``node_moved``; a dict made anew, as tests do, is a change too.)
+        named by ``node_moved``; a dict made anew, as tests do, is made afresh. Walking every
+        node at every step was 6 % of the operator's CPU in a 1,000-node rollout.)
         """
         nodes = self.nodes()
         selector = spec.node_selector.to_api()
-        key = (self._nodes_version, selector)
         cached = self._selection_cache
-        if cached is None or cached[0] is not nodes or cached[1] != key:
+        if cached is None or cached[0] is not nodes or cached[1] != selector:
             selection = planner.Selection.of(self._selected(spec))
-            self._selection_cache = cached = (nodes, key, selection)
-        return cached[2]
+        elif self._moved:
+            selection = cached[2].updated(nodes, self._moved, selector)
+        else:
+            return cached[2]
+        self._moved = set()
+        self._selection_cache = (nodes, selector, selection)
+        return selection
 
     def _selected(self, spec: UpgradePlanSpec) -> dict[str, NodeView]:
         selector = spec.node_selector.to_api()

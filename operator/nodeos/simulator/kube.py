@@ -62,7 +62,6 @@ class _Api:
         self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
     ) -> Any:
         headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
-        headers.update(self._http.auth())
         data = None
         if body is not None:
             headers["Content-Type"] = _STRATEGIC if method == "PATCH" else "application/json"
