@@ -320,7 +320,13 @@ _VIEW = st.tuples(
     st.booleans(),  # control plane
     st.booleans(),  # ready
     st.booleans(),  # cordoned
+    st.sampled_from(["", "1", "5"]),  # priority
 )
+_ORDERINGS = [
+    ({"controlPlane": {"ordering": ordering}}, operator)
+    for ordering in ("First", "Last", "Exclude")
+    for operator in (None, "n-2")
+]
 
 
 @settings(max_examples=200, deadline=None)
@@ -332,13 +338,15 @@ _VIEW = st.tuples(
     ),
 )
 def test_a_selection_carried_over_change_by_change_is_the_one_made_afresh(
-    first: dict[int, tuple[str, bool, bool, bool]],
-    rounds: list[dict[int, tuple[str, bool, bool, bool] | None]],
+    first: dict[int, tuple[str, bool, bool, bool, str]],
+    rounds: list[dict[int, tuple[str, bool, bool, bool, str] | None]],
 ) -> None:
     selector: dict[str, object] = {"matchLabels": {"pool": "a"}}
+    specs = [(spec(strategy=strategy), operator) for strategy, operator in _ORDERINGS]
 
-    def view(i: int, pool: str, cp: bool, ready: bool, cordoned: bool) -> NodeView:
+    def view(i: int, pool: str, cp: bool, ready: bool, cordoned: bool, rank: str) -> NodeView:
         labels = {"pool": pool} | ({CONTROL_PLANE_LABEL: ""} if cp else {})
+        labels |= {"nodeos.dev/priority": rank} if rank else {}
         return NodeView(f"n-{i}", labels, ready, cordoned, None, "Talos (v1.12.4)")
 
     def selected(views: dict[str, NodeView]) -> dict[str, NodeView]:
@@ -355,6 +363,9 @@ def test_a_selection_carried_over_change_by_change_is_the_one_made_afresh(
         kept_order = [name for name in selection.nodes if name in selected(views)]
         selection = selection.updated(views, {f"n-{i}" for i in changes}, selector)
         fresh = planner.Selection.of(selected(views))
+        for plan, operator in specs:  # sorted once, then kept while no label or member changes
+            expected = planner.order_nodes(plan, list(fresh.nodes.values()), operator)
+            assert selection.in_order(plan, operator) == expected
         assert selection.nodes == fresh.nodes
         assert selection.unavailable == fresh.unavailable
         assert sorted(n.name for n in selection.control_planes) == sorted(

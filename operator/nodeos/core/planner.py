@@ -171,13 +171,15 @@ def plan_step(
     behind: str | None = None,
     unselected_in_flight: Sequence[NodeView] = (),
     held: Mapping[str, str] | None = None,
+    in_order: bool = False,
 ) -> Decision:
     """The nodes to start now, and the plan's summary.
 
-    ``behind``: see ``queued_behind``; ``held``: see ``held_elsewhere``.
+    ``behind``: see ``queued_behind``; ``held``: see ``held_elsewhere``; ``in_order``: the
+    nodes are already in the plan's order (``order_nodes``, as ``Selection.in_order`` keeps it).
     """
     held = held or {}
-    ordered = order_nodes(spec, nodes, operator_node)
+    ordered = list(nodes) if in_order else order_nodes(spec, nodes, operator_node)
     by_name = {node.name: node for node in ordered}
     flying_names = frozenset(in_flight)  # membership is asked of every node: not of a list
     progress = {
@@ -340,6 +342,11 @@ class Selection:
     nodes: Mapping[str, NodeView]
     control_planes: tuple[NodeView, ...]
     unavailable: frozenset[str]
+    # the names in the plan's order, by ordering settings: valid while no node joins, leaves
+    # or changes its labels, and shared by the selections carried over meanwhile
+    _orders: dict[tuple[str, str, str, str | None], tuple[str, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @staticmethod
     def of(nodes: Mapping[str, NodeView]) -> Selection:
@@ -364,7 +371,7 @@ class Selection:
         """
         nodes = dict(self.nodes)
         unavailable = set(self.unavailable)
-        planes_changed = False
+        planes_changed = reordered = False
         for name in changed:
             before = nodes.get(name)
             after = views.get(name)
@@ -382,6 +389,8 @@ class Selection:
             planes_changed = planes_changed or any(
                 view is not None and view.control_plane for view in (before, after)
             )
+            moved_in_order = before is None or after is None or before.labels != after.labels
+            reordered = reordered or moved_in_order
         return Selection(
             nodes=nodes,
             control_planes=(
@@ -390,7 +399,23 @@ class Selection:
                 else self.control_planes
             ),
             unavailable=frozenset(unavailable),
+            _orders={} if reordered else self._orders,
         )
+
+    def in_order(self, spec: UpgradePlanSpec, operator_node: str | None) -> list[NodeView]:
+        """``order_nodes`` of the selected nodes, sorted once per change of labels or members."""
+        key = (
+            spec.strategy.control_plane.ordering,
+            spec.strategy.order.zone_label,
+            spec.strategy.order.priority_label,
+            operator_node,
+        )
+        names = self._orders.get(key)
+        if names is None:
+            ordered = order_nodes(spec, list(self.nodes.values()), operator_node)
+            self._orders[key] = tuple(node.name for node in ordered)
+            return ordered
+        return [self.nodes[name] for name in names]
 
 
 # What the planner reads of a node (not its boot ID, address or config drift)

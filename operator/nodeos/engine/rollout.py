@@ -249,14 +249,16 @@ class PlanRollout:
         if await plan_edits.handle_spec_change(self.store, self.deps.kube, self.name, snap):
             for name in self.store.summary.in_flight:
                 self._spawn(name, resumed=True)
-        selected = self._selection(spec).nodes
+        selection = self._selection(spec)
+        selected = selection.nodes
+        ordered = selection.in_order(spec, self.deps.operator_node)
         status = self.store.summary
         canary_hold = await plan_edits.canary_hold(
             self.store,
             self.deps.kube,
             self.name,
             snap,
-            planner.canary_nodes(spec, list(selected.values()), self.deps.operator_node),
+            planner.canary_nodes(spec, ordered, self.deps.operator_node),
             _records(self.store.records, status.in_flight, spec),
             now,
         )
@@ -285,7 +287,7 @@ class PlanRollout:
                 spec,
                 records,
                 in_flight,
-                list(selected.values()),
+                ordered,
                 now,
                 operator_node=self.deps.operator_node,
                 canary_hold=canary_hold,
@@ -296,6 +298,7 @@ class PlanRollout:
                     for name in in_flight
                     if name not in selected and (view := self.nodes().get(name)) is not None
                 ],
+                in_order=True,
             )
             self._planning_s += clock() - began
             asked[:] = [(dict(records), list(in_flight), decision)]
