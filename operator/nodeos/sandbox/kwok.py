@@ -55,6 +55,10 @@ def fake_node(
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
+        # as a kubelet registers them; the controller manager otherwise adds them on a later
+        # update, a label change in mid-rollout that no real node makes
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": "amd64",
         "type": "kwok",
     }
     if control_plane:
