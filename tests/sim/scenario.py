@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeos.core.canary import APPROVE_ANNOTATION
-from nodeos.core.nodes import CORDONED_BY_ANNOTATION
+from nodeos.core.nodes import CORDONED_BY_ANNOTATION, NodeView
 from nodeos.core.planner import PlanRef, plan_ref
 from nodeos.engine.deletion import EngineStillRunningError, release_deleted_plan
 from nodeos.engine.rollout import RETRY_ANNOTATION, EngineDeps, PlanRollout
@@ -389,11 +389,28 @@ class _Driver:
             poll_s=0.5,
         )
         world = self.world
+        views: dict[str, NodeView] = {}
+
+        def current_views() -> dict[str, NodeView]:
+            """One dict kept current in place, as the Node watch keeps it: every view replaced,
+            and a node whose view changed (or is gone) named to the engine (``node_moved``),
+            so the engine carries its selection over as it does in the operator."""
+            fresh = {n: node.view() for n, node in world.nodes.items()}
+            for gone in [n for n in views if n not in fresh]:
+                del views[gone]
+                rollout.node_moved(gone)
+            for n, view in fresh.items():
+                before = views.get(n)
+                views[n] = view
+                if before != view:
+                    rollout.node_moved(n)
+            return views
+
         rollout = PlanRollout(
             name,
             f"{name}-uid",
             deps,
-            nodes=lambda: {n: node.view() for n, node in world.nodes.items()},
+            nodes=current_views,
             body=lambda: world.body_of(name),
             plans=self._plan_refs,
         )
