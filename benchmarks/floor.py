@@ -131,7 +131,6 @@ class Floor:
             "Accept": "application/json",
             "Accept-Encoding": "identity",
             "Content-Type": _MERGE_PATCH,
-            **self.http.auth(),
         }
         status, reason, payload = await self.http.request(
             "PATCH", f"/api/v1/nodes/{node}", None, json.dumps(body).encode(), headers
@@ -166,7 +165,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     source = FileSource(args.talosconfig)
     await source.load()
     talos = TalosClient(source)
-    headers = {"Accept": "application/json", **http.auth()}
+    headers = {"Accept": "application/json"}
     status, reason, payload = await http.request(
         "GET", "/api/v1/nodes", {"labelSelector": args.selector}, None, headers
     )

@@ -127,7 +127,9 @@ class InvariantMonitor:
 
     def __enter__(self) -> InvariantMonitor:
         self._entered_at = time.monotonic()
-        sources: list[tuple[str, Callable[[client.ApiClient], Callable[..., Any]], Any]] = [
+        sources: list[
+            tuple[str, Callable[[client.ApiClient], Callable[..., Any]], Callable[[str, Any], None]]
+        ] = [
             ("Node", lambda api: client.CoreV1Api(api).list_node, self._on_node),
             (
                 "Pod",

@@ -49,24 +49,15 @@ class JsonSession:
         self._auth: dict[str, str] = {}
         self._auth_read_at: float | None = None  # time.monotonic() of the last read
 
-    def auth(self) -> dict[str, str]:
-        """The Authorization header, if any (a copy: the caller may add to it).
-
-        Read from the configuration at most every ``AUTH_TTL_S``.
-        """
+    def _with_auth(self, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` and the Authorization header, if any, read at most every ``AUTH_TTL_S``."""
         now = time.monotonic()
         if self._auth_read_at is None or now - self._auth_read_at >= AUTH_TTL_S:
             setting: Any = self._config.auth_settings().get("BearerToken")
             value = setting.get("value") if setting else None
             self._auth = {"Authorization": str(value)} if value else {}
             self._auth_read_at = now
-        return dict(self._auth)
-
-    def _unauthorized(self) -> bool:
-        """After a 401: whether the token had been read earlier; it is read afresh next time."""
-        cached = self._auth_read_at is not None
-        self._auth_read_at = None
-        return cached
+        return {**headers, **self._auth}
 
     async def request(
         self,
@@ -78,15 +69,16 @@ class JsonSession:
     ) -> tuple[int, str, bytes]:
         """Sends one request with the Authorization header; returns status, reason and body.
 
-        A 401 with a token read earlier sends it once more, with the token read afresh.
+        A 401 sends it once more, with the token read afresh.
         """
         for attempt in range(2):
-            sent = {**headers, **self.auth()}
+            sent = self._with_auth(headers)
             async with self._send(method, path, query, sent, data=data) as response:
                 status, reason = response.status, response.reason or ""
                 body = await response.read()
-            if status != _UNAUTHORIZED or not self._unauthorized() or attempt == 1:
+            if status != _UNAUTHORIZED or attempt == 1:
                 break
+            self._auth_read_at = None
         return status, reason, body
 
     @contextlib.asynccontextmanager
@@ -99,10 +91,10 @@ class JsonSession:
         401 the token is read afresh for the next request (the watcher's retry).
         """
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=_TIMEOUT_S, sock_read=idle_s)
-        sent = {**headers, **self.auth()}
+        sent = self._with_auth(headers)
         async with self._send("GET", path, query, sent, timeout=timeout) as response:
             if response.status == _UNAUTHORIZED:
-                self._unauthorized()
+                self._auth_read_at = None
             yield response
 
     async def close(self) -> None:

@@ -77,7 +77,7 @@ class NodeWatch:
         while True:
             query = {"limit": str(_PAGE)} | ({"continue": token} if token else {})
             status, reason, body = await self.http.request(
-                "GET", "/api/v1/nodes", query, None, dict(_HEADERS)
+                "GET", "/api/v1/nodes", query, None, _HEADERS
             )
             _check(status, reason, body)
             page = json.loads(body or b"{}")

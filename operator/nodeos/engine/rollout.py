@@ -796,10 +796,10 @@ class PlanRollout:
     def _selection(self, spec: UpgradePlanSpec) -> planner.Selection:
         """The selected nodes, carried over with only the nodes that moved looked at again.
 
-        Made afresh when the selector changed.
-        (The shell's view of the nodes is one dict kept current in place, whose changes are
-        named by ``node_moved``; a dict made anew, as tests do, is made afresh. Walking every
-        node at every step was 6 % of the operator's CPU in a 1,000-node rollout.)
+        Made afresh when the selector changed. (The shell's view of the nodes is one dict kept
+        current in place, whose changes are named by ``node_moved``; a dict made anew, as tests
+        do, is made afresh. Walking every node at every step was 6 % of the operator's CPU in a
+        1,000-node rollout.)
         """
         nodes = self.nodes()
         selector = spec.node_selector.to_api()
