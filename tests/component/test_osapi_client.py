@@ -6,6 +6,8 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -127,6 +129,34 @@ async def test_per_node_address_serves_that_node_without_routing(
     address = simulator.fleet.nodes["w-ok"].address
     direct = NodeTarget(name="w-ok", endpoint=f"{address}:{simulator.port}")
     assert await client.hostname(direct) == "w-ok"
+
+
+async def test_each_listener_presents_a_certificate_for_its_own_names(
+    simulator: Simulator, talosconfig: Path, tmp_path: Path
+) -> None:
+    # gRPC walks the server certificate's names on every call: one certificate naming the
+    # whole fleet made each call cost time in proportion to the fleet's size
+    shared = await asyncio.to_thread(_presented_names, talosconfig, "127.0.0.1", simulator.port)
+    assert shared == {"localhost", "talos", "talos.default", "127.0.0.1"}
+    node = simulator.fleet.nodes["w-ok"]
+    own = await asyncio.to_thread(_presented_names, talosconfig, node.address, simulator.port)
+    assert own == {"w-ok", node.address}
+
+
+def _presented_names(talosconfig: Path, host: str, port: int) -> set[str]:
+    """The subject alternative names of the certificate the listener at ``host`` presents."""
+    context = yaml.safe_load(talosconfig.read_text())["contexts"]["simulator"]
+    pem = {field: base64.b64decode(context[field]) for field in ("ca", "crt", "key")}
+    keys = talosconfig.parent / f"keys-{host}"
+    keys.mkdir()
+    for field, data in pem.items():
+        (keys / field).write_bytes(data)
+    tls = ssl.create_default_context(cadata=pem["ca"].decode())
+    tls.load_cert_chain(keys / "crt", keys / "key")
+    tls.set_alpn_protocols(["h2"])
+    tls.check_hostname = False  # the names are what is read here
+    with socket.create_connection((host, port), timeout=5) as raw, tls.wrap_socket(raw) as conn:
+        return {value for _, value in conn.getpeercert()["subjectAltName"]}
 
 
 async def test_lifecycle_upgrade_then_reboot_brings_the_new_version_and_boot_id(

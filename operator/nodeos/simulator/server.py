@@ -72,29 +72,26 @@ class Simulator:
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Generates the server certificate and starts listening."""
-        addresses = ["127.0.0.1", *(node.address for node in self.fleet.nodes.values())]
-        serving = self.ca.issue(
-            "nodeos-simulator",
-            dns_names=("localhost", "talos", "talos.default", *self.fleet.nodes),
-            ip_addresses=tuple(addresses),
-            server=True,
-        )
-        credentials = grpc.ssl_server_credentials(
-            [(serving.key_pem, serving.cert_pem)],
-            root_certificates=self.ca.cert_pem,
-            require_client_auth=True,
-        )
+        """Generates the server certificates and starts listening.
+
+        Each listener presents a certificate for its own names only, as each Talos node's apid
+        does: the shared endpoint for ``localhost``, ``talos`` and 127.0.0.1, a node's own
+        address for that node's name and address. (One certificate naming the whole fleet made
+        every client call cost time in proportion to the fleet: gRPC walks the peer's names on
+        each call to check the host.)
+        """
         default = (
             self.fleet.control_planes()[0].name
             if self.fleet.control_planes()
             else next(iter(self.fleet.nodes))
         )
-        await self._serve("127.0.0.1", services.Gate(self.fleet, default), credentials)
+        shared = self._credentials(("localhost", "talos", "talos.default"), ("127.0.0.1",))
+        await self._serve("127.0.0.1", services.Gate(self.fleet, default), shared)
         if self.per_node_addresses:
             for node in self.fleet.nodes.values():
+                own = self._credentials((node.name,), (node.address,))
                 await self._serve(
-                    node.address, services.Gate(self.fleet, node.name, own=node.name), credentials
+                    node.address, services.Gate(self.fleet, node.name, own=node.name), own
                 )
         self.endpoint = f"127.0.0.1:{self.port}"
         self._ticker = asyncio.create_task(self._tick())
@@ -160,6 +157,22 @@ class Simulator:
         pki.write_pem(temporary, text.encode(), secret=True)
         temporary.replace(path)
         return path
+
+    def _credentials(
+        self, dns_names: Sequence[str], ip_addresses: Sequence[str]
+    ) -> grpc.ServerCredentials:
+        """Server credentials for these names, requiring a client certificate of our CA."""
+        serving = self.ca.issue(
+            "nodeos-simulator",
+            dns_names=tuple(dns_names),
+            ip_addresses=tuple(ip_addresses),
+            server=True,
+        )
+        return grpc.ssl_server_credentials(
+            [(serving.key_pem, serving.cert_pem)],
+            root_certificates=self.ca.cert_pem,
+            require_client_auth=True,
+        )
 
     async def _serve(
         self, host: str, gate: services.Gate, credentials: grpc.ServerCredentials
