@@ -6,7 +6,9 @@ It behaves as the real parts do where the engine's safety depends on it:
   two budgets cover the pod, and the pod terminates after its grace period.
 - The ReplicaSet replaces a pod as soon as it is terminating; the scheduler picks a node when
   the replacement is created and binds it a moment later, so a pod can land on a node that was
-  cordoned in between (a late bind), as with the real scheduler.
+  cordoned in between (a late bind), as with the real scheduler. Its view of cordons lags
+  (``SCHEDULER_LAG_S``), as its Node informer does: a pod created just after a cordon may
+  still be placed on that node.
 - A reboot takes the node down (NotReady, its pods not Ready), and brings it back after a while
   with a new boot ID, on the installed version (or the old one, for a boot fallback).
 - etcd members are the control-plane nodes; a member that is down does not answer.
@@ -29,6 +31,7 @@ from nodeos.core.nodes import CONTROL_PLANE_LABEL, CORDONED_BY_ANNOTATION, NodeV
 from nodeos.core.records import records_on
 
 OLD, NEW, NEWER = "v1.12.4", "v1.13.9", "v1.14.1"
+SCHEDULER_LAG_S = 0.3  # how far behind the scheduler's view of cordons may be
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Node:
     ready: bool = True
     up: bool = True
     unschedulable: bool = False
+    cordoned_at: float | None = None  # loop time of the last cordon, for the scheduler's lag
     # whether it was cordoned when the OS API call being served (install, reboot) was sent:
     # a cordon lifted by someone else while the call travels is not the engine's doing
     cordoned_when_sent: bool = False
@@ -296,13 +300,19 @@ class World:
         candidates = [
             n.name
             for n in self.nodes.values()
-            if not n.control_plane and n.ready and not n.unschedulable
+            if not n.control_plane and n.ready and not self._seen_cordoned(n)
         ]
         if not candidates:
             self.loop.call_later(5.0, self._retry_bind, pod.name)
             return
         chosen = self.rng.choice(sorted(candidates))
         self.loop.call_later(self.rng.uniform(0.05, 1.5), self._bind, pod.name, chosen)
+
+    def _seen_cordoned(self, node: Node) -> bool:
+        """The cordon as the scheduler sees it: its Node informer is up to a moment behind."""
+        if not node.unschedulable:
+            return False
+        return node.cordoned_at is None or self.loop.time() - node.cordoned_at >= SCHEDULER_LAG_S
 
     def _retry_bind(self, name: str) -> None:
         pod = self.pods.get(name)
@@ -332,6 +342,7 @@ class World:
     def cordon(self, name: str, owner: str | None) -> None:
         node = self.nodes[name]
         node.unschedulable = True
+        node.cordoned_at = self.loop.time()
         if owner is not None:
             node.annotations[CORDONED_BY_ANNOTATION] = owner
         self.record("cordon", name, owner or "someone else")
